@@ -1,0 +1,86 @@
+"""Package-wide settings: random seed, data directory and verbosity."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import scvi
+
+DATA_DIR_ENV = "MIXVI_DATA_DIR"
+
+logger = logging.getLogger("mixvi")
+
+
+class MixviSettings:
+    """Settings for mixvi, available as :data:`mixvi.settings`.
+
+    Attributes
+    ----------
+    seed
+        Random seed. Setting it seeds Python, NumPy and torch through
+        :attr:`scvi.settings.seed`, so that training is reproducible on the CPU.
+    data_dir
+        Where dataset loaders look for and download files. Defaults to the
+        ``MIXVI_DATA_DIR`` environment variable, else ``~/.cache/mixvi``.
+    verbosity
+        A :mod:`logging` level for mixvi's logger (``logging.INFO`` by default).
+
+    Examples
+    --------
+    >>> import mixvi
+    >>> mixvi.settings.seed = 0
+    >>> mixvi.settings.data_dir = "/scratch/data"
+    """
+
+    def __init__(self) -> None:
+        self._seed: int | None = None
+        self._data_dir: Path | None = None
+        self.verbosity = logging.INFO
+
+    @property
+    def seed(self) -> int | None:
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int | None) -> None:
+        self._seed = value
+        if value is not None:
+            scvi.settings.seed = value
+
+    @property
+    def data_dir(self) -> Path:
+        if self._data_dir is not None:
+            return self._data_dir
+        env = os.environ.get(DATA_DIR_ENV)
+        if env:
+            return Path(env).expanduser()
+        return Path("~/.cache/mixvi").expanduser()
+
+    @data_dir.setter
+    def data_dir(self, value: str | os.PathLike | None) -> None:
+        self._data_dir = None if value is None else Path(value).expanduser()
+
+    @property
+    def verbosity(self) -> int:
+        return logger.level
+
+    @verbosity.setter
+    def verbosity(self, level: int | str) -> None:
+        logger.setLevel(level)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+            logger.addHandler(handler)
+            # our own handler prints; don't print a second time through the root logger
+            logger.propagate = False
+
+    def __repr__(self) -> str:
+        return (
+            f"MixviSettings(seed={self.seed!r}, data_dir={str(self.data_dir)!r}, "
+            f"verbosity={logging.getLevelName(self.verbosity)!r})"
+        )
+
+
+settings = MixviSettings()

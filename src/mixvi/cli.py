@@ -1,0 +1,156 @@
+"""Command line: ``mixvi train`` for batch jobs.
+
+Example
+-------
+``mixvi train --model cvae --data pbmc.h5ad --layer counts --condition-key condition
+--likelihood nb --out results/``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("mixvi")
+
+MODELS = ("ae", "vae", "cvae")
+DEFAULT_LABEL_KEY = "bulk_labels"  # of the offline default dataset, pbmc68k_reduced
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixvi", description="Autoencoder-family models on AnnData.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser(
+        "train",
+        help="train a model on an .h5ad and write latents, clusters, UMAP and metrics",
+        description=(
+            "Read an .h5ad (or, without --data, scanpy's bundled pbmc68k_reduced), train a model, "
+            "and write DIR/adata.h5ad (latent in obsm, Leiden clusters in obs), DIR/model/, "
+            "DIR/umap.png and DIR/metrics.json."
+        ),
+    )
+    train.add_argument("--model", choices=MODELS, default="vae", help="model to train (default: vae)")
+    train.add_argument("--data", type=Path, help=".h5ad file; default: scanpy's pbmc68k_reduced (offline)")
+    train.add_argument("--out", type=Path, required=True, help="output directory (created)")
+    train.add_argument("--layer", help="use adata.layers[LAYER] instead of X (e.g. raw counts)")
+    train.add_argument("--condition-key", help="obs column of the condition (required for cvae)")
+    train.add_argument("--label-key", help="obs column of reference labels for NMI/ARI and the UMAP colours")
+    train.add_argument(
+        "--likelihood",
+        default="auto",
+        choices=("auto", "normal", "bernoulli", "nb", "zinb", "poisson"),
+        help="observation model; auto picks nb for counts, bernoulli for [0, 1], else normal",
+    )
+    train.add_argument("--epochs", type=int, help="training epochs (default: scvi-tools' heuristic)")
+    train.add_argument("--n-latent", type=int, default=10, help="latent dimension (default: 10)")
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
+    train.add_argument("--resolution", type=float, default=1.0, help="Leiden resolution")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    """Run ``mixvi train`` with parsed arguments; returns the metrics written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    import scanpy as sc
+
+    import mixvi
+    from mixvi.metrics import clustering_scores
+    from mixvi.model import infer_likelihood
+
+    mixvi.settings.seed = args.seed
+    if args.data is None:
+        adata = mixvi.data.pbmc68k_reduced()
+        label_key = args.label_key or DEFAULT_LABEL_KEY
+        source = "scanpy pbmc68k_reduced"
+    else:
+        if not args.data.is_file():
+            raise FileNotFoundError(f"--data {args.data}: no such file.")
+        adata = sc.read_h5ad(args.data)
+        label_key = args.label_key
+        source = str(args.data)
+    if label_key is not None and label_key not in adata.obs:
+        raise KeyError(f"--label-key {label_key!r} is not a column of adata.obs.")
+    if args.model == "cvae" and args.condition_key is None:
+        raise ValueError("--model cvae needs --condition-key.")
+    likelihood = infer_likelihood(adata, args.layer) if args.likelihood == "auto" else args.likelihood
+    logger.info("%s: %d obs × %d vars, likelihood=%s", source, adata.n_obs, adata.n_vars, likelihood)
+
+    cls = {"ae": mixvi.model.AE, "vae": mixvi.model.VAE, "cvae": mixvi.model.CVAE}[args.model]
+    setup = {"layer": args.layer}
+    if args.model == "cvae":
+        setup["condition_key"] = args.condition_key
+    cls.setup_anndata(adata, **setup)
+    model = cls(adata, likelihood=likelihood, n_latent=args.n_latent)
+    start = time.perf_counter()
+    model.train(
+        max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accelerator=args.accelerator
+    )
+    train_seconds = time.perf_counter() - start
+
+    model.write_results(adata)
+    key = model._latent_key
+    sc.pp.neighbors(adata, use_rep=key, random_state=args.seed)
+    cluster_key = f"{args.model}_leiden"
+    sc.tl.leiden(
+        adata, resolution=args.resolution, key_added=cluster_key, random_state=args.seed,
+        flavor="igraph", n_iterations=2, directed=False,
+    )
+    sc.tl.umap(adata, random_state=args.seed)
+
+    metrics: dict = {
+        "model": args.model,
+        "data": source,
+        "n_obs": int(adata.n_obs),
+        "n_vars": int(adata.n_vars),
+        "likelihood": likelihood,
+        "epochs": int(model.history["train_loss"].shape[0]),
+        "train_seconds": round(train_seconds, 2),
+        "n_clusters": int(adata.obs[cluster_key].nunique()),
+    }
+    if args.model == "ae":
+        metrics["reconstruction_error"] = model.get_reconstruction_error()
+    else:
+        metrics["elbo"] = float(model.get_elbo())
+    if label_key is not None:
+        labels = adata.obs[label_key].to_numpy()
+        metrics["label_key"] = label_key
+        metrics.update({f"leiden_{k}": v for k, v in clustering_scores(labels, adata.obs[cluster_key]).items()})
+    metrics = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in metrics.items()}
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    colors = [c for c in (label_key, cluster_key) if c is not None]
+    fig = sc.pl.umap(adata, color=colors, show=False, return_fig=True, wspace=0.6)
+    fig.savefig(out / "umap.png", dpi=120, bbox_inches="tight")
+    model.save(out / "model", overwrite=args.overwrite, save_anndata=False)
+    adata.write_h5ad(out / "adata.h5ad")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mixvi`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        metrics = run_train(args)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        print(f"mixvi: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {args.out}/adata.h5ad, {args.out}/model/, {args.out}/umap.png, {args.out}/metrics.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

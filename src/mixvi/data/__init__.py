@@ -1,0 +1,21 @@
+"""Datasets as AnnData: MNIST, Fashion-MNIST, any image stack, and scanpy's bundled PBMCs."""
+
+from ._idx import IDXError, read_idx, write_idx
+from ._images import image_shape_of, images_to_anndata
+from ._mnist import FASHION_MNIST, MNIST, fashion_mnist, locate_files, mnist, mnist_5k
+from ._scrna import pbmc68k_reduced
+
+__all__ = [
+    "FASHION_MNIST",
+    "IDXError",
+    "MNIST",
+    "fashion_mnist",
+    "image_shape_of",
+    "images_to_anndata",
+    "locate_files",
+    "mnist",
+    "mnist_5k",
+    "pbmc68k_reduced",
+    "read_idx",
+    "write_idx",
+]

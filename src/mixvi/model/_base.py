@@ -1,0 +1,220 @@
+"""What every mixvi model shares: registration, construction, training defaults, results."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField
+from scvi.model._utils import get_max_epochs_heuristic
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+
+from ..module._likelihoods import check_likelihood
+from ._validation import validate_for_likelihood, validate_for_setup
+
+logger = logging.getLogger("mixvi")
+
+
+def register_anndata(
+    cls: type[BaseModelClass],
+    adata: AnnData,
+    setup_method_args: dict,
+    layer: str | None = None,
+    condition_key: str | None = None,
+    categorical_covariate_keys: Sequence[str] | None = None,
+    **kwargs,
+) -> None:
+    """Validate ``adata`` and register its fields with scvi-tools.
+
+    The checks run first, so a failed call leaves ``adata`` untouched. The condition is
+    registered as scvi-tools' batch field so that reference mapping (scArches) can extend
+    its categories.
+    """
+    keys = [condition_key, *(categorical_covariate_keys or [])]
+    validate_for_setup(adata, layer, keys)
+    fields = [
+        LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+        CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, condition_key),
+        CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+    ]
+    manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+    manager.register_fields(adata, **kwargs)
+    cls.register_manager(manager)
+
+
+class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
+    """Base class of mixvi's models; not used directly.
+
+    Subclasses set ``_module_cls`` and ``_latent_key`` (the ``adata.obsm`` key that
+    :meth:`write_results` fills).
+    """
+
+    _latent_key: ClassVar[str] = "X_mixvi"
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        likelihood: str = "normal",
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        **module_kwargs,
+    ) -> None:
+        super().__init__(adata)
+        check_likelihood(likelihood)
+        layer = self.registry_["setup_args"].get("layer")
+        validate_for_likelihood(self.adata, layer, likelihood)
+        n_cats_per_cov = (
+            self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY).n_cats_per_key
+            if REGISTRY_KEYS.CAT_COVS_KEY in self.adata_manager.data_registry
+            else None
+        )
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_batch=self.summary_stats.n_batch,
+            n_cats_per_cov=n_cats_per_cov,
+            likelihood=likelihood,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            **module_kwargs,
+        )
+        self._model_summary_string = (
+            f"{type(self).__name__}: likelihood={likelihood}, n_latent={n_latent}, "
+            f"n_hidden={n_hidden}, n_layers={n_layers}, n_conditions={self.summary_stats.n_batch}"
+        )
+        # each concrete class records its own init params (its own signature) for save/load
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        kl_warmup_epochs: int | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        train_size: float | None = None,
+        early_stopping: bool = False,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train the model with Lightning (on a GPU when there is one).
+
+        Parameters
+        ----------
+        max_epochs
+            Number of passes through the data. Defaults to scvi-tools' heuristic
+            (400 epochs up to 20,000 cells, fewer above).
+        lr
+            Adam learning rate.
+        batch_size
+            Minibatch size.
+        kl_warmup_epochs
+            Epochs over which the KL weight rises linearly from 0 to 1. Defaults to a
+            quarter of ``max_epochs``, so that short runs still end at the full ELBO
+            (scvi-tools' default of 400 epochs would not). Ignored by :class:`AE`.
+        accelerator, devices
+            Passed to Lightning; ``"auto"`` picks a GPU when one is available.
+        train_size
+            Fraction of cells used for training; the rest gives validation metrics.
+        early_stopping
+            Stop when the validation ELBO stops improving.
+        plan_kwargs
+            Extra arguments for :class:`scvi.train.TrainingPlan` (they take precedence).
+        **trainer_kwargs
+            Extra arguments for :class:`scvi.train.Trainer`.
+        """
+        if max_epochs is None:
+            max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+        if kl_warmup_epochs is None:
+            kl_warmup_epochs = max_epochs // 4
+        plan = {"lr": lr, "n_epochs_kl_warmup": kl_warmup_epochs, **(plan_kwargs or {})}
+        return super().train(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            train_size=train_size,
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            plan_kwargs=plan,
+            **trainer_kwargs,
+        )
+
+    def write_results(self, adata: AnnData | None = None, batch_size: int | None = None) -> AnnData:
+        """Write the model's results into ``adata`` (default: the AnnData it was trained on).
+
+        Writes the latent representation (posterior means for variational models) to
+        ``adata.obsm[<model key>]``, e.g. ``"X_vae"``, ready for
+        ``sc.pp.neighbors(adata, use_rep="X_vae")``.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the same features as the training data.
+        batch_size
+            Minibatch size for the forward pass.
+
+        Returns
+        -------
+        The AnnData that was written to.
+        """
+        target = self.adata if adata is None else adata
+        target.obsm[self._latent_key] = self.get_latent_representation(target, batch_size=batch_size)
+        return target
+
+    @torch.inference_mode()
+    def reconstruct(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Mean of p(x|z) at each observation's latent (posterior mean, or the AE's code).
+
+        Returns
+        -------
+        Array ``(n_obs, n_vars)``: expected counts, expected values or pixel probabilities.
+        """
+        return self._decode_observed(adata, indices, batch_size)
+
+    # -- helpers for subclasses ------------------------------------------------------------
+    def _decode_observed(
+        self,
+        adata: AnnData | None,
+        indices: Sequence[int] | None,
+        batch_size: int | None,
+        condition_code: int | None = None,
+    ) -> np.ndarray:
+        """Encode observations, then decode their latent (under another condition if given)."""
+        self._check_if_trained(warn=False)
+        adata = self._validate_anndata(adata)
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        out = []
+        for tensors in loader:
+            inputs = self.module._get_inference_input(tensors)
+            inference = self.module.inference(**inputs)
+            z = inference["qz"].loc if "qz" in inference else inference["z"]
+            batch = inputs["batch_index"]
+            if condition_code is not None:
+                batch = torch.full_like(batch, condition_code)
+            px = self.module.generative(z, inference["library"], batch, inputs["cat_covs"])["px"]
+            out.append(px.mean.cpu())
+        return torch.cat(out).numpy()
+
+    def _category_code(self, registry_key: str, value: str, what: str) -> int:
+        """The integer code of category ``value`` of a registered categorical field."""
+        mapping = list(self.adata_manager.get_state_registry(registry_key).categorical_mapping)
+        if value not in mapping:
+            raise ValueError(f"Unknown {what} {value!r}; the model knows {mapping}.")
+        return mapping.index(value)
+
+    @torch.inference_mode()
+    def _median_library_size(self) -> float:
+        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        return float(np.median(np.asarray(matrix.sum(axis=1)).ravel()))

@@ -1,0 +1,150 @@
+"""The conditional variational autoencoder model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.model.base import ArchesMixin
+
+from ..module import VAEModule
+from ._base import register_anndata
+from ._vae import VariationalModel
+
+
+class CVAE(ArchesMixin, VariationalModel):
+    """Conditional VAE: condition categories go one-hot into the encoder and the decoder.
+
+    Decoding a cell's latent under another condition gives a counterfactual
+    (:meth:`decode_counterfactual`), and decoding prior samples under a chosen condition
+    gives class-conditional generation (:meth:`generate`). New query data can be mapped
+    onto a trained reference with :meth:`load_query_data` (scArches).
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_latent, n_hidden, n_layers, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale
+        As in :class:`~mixvi.model.VAE`.
+
+    Examples
+    --------
+    >>> mixvi.model.CVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    >>> model = mixvi.model.CVAE(adata, likelihood="nb")
+    >>> model.train()
+    >>> model.write_results(adata)  # adata.obsm["X_cvae"]
+    >>> stimulated = model.decode_counterfactual(condition="stimulated")
+    """
+
+    _module_cls = VAEModule
+    _latent_key = "X_cvae"
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        likelihood: str = "normal",
+        n_samples: int = 1,
+        dropout_rate: float = 0.1,
+        use_batch_norm: bool = True,
+        learn_scale: bool = True,
+    ) -> None:
+        super().__init__(
+            adata,
+            likelihood=likelihood,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            n_samples=n_samples,
+            dropout_rate=dropout_rate,
+            use_batch_norm=use_batch_norm,
+            learn_scale=learn_scale,
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        condition_key: str,
+        categorical_covariate_keys: list[str] | None = None,
+        layer: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register ``adata`` and its condition covariate.
+
+        Parameters
+        ----------
+        adata
+            AnnData with observations in rows.
+        condition_key
+            Column of ``adata.obs`` holding the condition (e.g. control/stimulated, batch,
+            or an image class); fed one-hot to encoder and decoder.
+        categorical_covariate_keys
+            Further categorical ``adata.obs`` columns fed one-hot to encoder and decoder.
+        layer
+            Use ``adata.layers[layer]`` instead of ``adata.X``.
+
+        Raises
+        ------
+        KeyError
+            If a named column is not in ``adata.obs``.
+        ValueError
+            If the data contain NaN or infinite values, or the AnnData is empty.
+        """
+        if condition_key is None:
+            raise ValueError("CVAE needs a condition_key; use VAE for unconditional data.")
+        setup_method_args = cls._get_setup_method_args(**locals())
+        register_anndata(
+            cls,
+            adata,
+            setup_method_args,
+            layer=layer,
+            condition_key=condition_key,
+            categorical_covariate_keys=categorical_covariate_keys,
+            **kwargs,
+        )
+
+    @property
+    def conditions(self) -> list[str]:
+        """The condition categories the model knows, in code order."""
+        state = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
+        return list(state.categorical_mapping)
+
+    @torch.inference_mode()
+    def decode_counterfactual(
+        self,
+        condition: str,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Decode each cell's latent under another condition.
+
+        The latent is the posterior mean of q(z|x, c_observed); it is decoded with the
+        one-hot of ``condition`` instead of the cell's own. For count likelihoods, the
+        cell's observed library size is kept.
+
+        Parameters
+        ----------
+        condition
+            The condition category to decode under, e.g. ``"stimulated"``.
+        adata
+            AnnData set up like the training data; defaults to it.
+        indices
+            Cells to use; all by default.
+        batch_size
+            Minibatch size.
+
+        Returns
+        -------
+        Array ``(n_cells, n_vars)`` with the mean of p(x | z, condition): expected counts,
+        expected values, or pixel probabilities.
+        """
+        code = self._category_code(REGISTRY_KEYS.BATCH_KEY, condition, "condition")
+        return self._decode_observed(adata, indices, batch_size, condition_code=code)

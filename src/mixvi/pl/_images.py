@@ -1,0 +1,245 @@
+"""Image plots. Each function returns a matplotlib Figure and can save it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from anndata import AnnData
+from matplotlib.figure import Figure
+
+from ..data._images import image_shape_of
+
+__all__ = ["cluster_examples", "images", "reconstructions", "samples"]
+
+
+def _as_rows(x) -> np.ndarray:
+    if hasattr(x, "toarray"):
+        x = x.toarray()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _grid(
+    rows: list[np.ndarray],
+    row_labels: Sequence[str],
+    image_shape: tuple[int, ...],
+    ncols: int,
+    cmap: str,
+    title: str | None,
+    panel_size: float,
+    save: str | os.PathLike | None,
+) -> Figure:
+    """Draw one row of images per group; empty cells are left blank."""
+    nrows = len(rows)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), squeeze=False
+    )
+    for r, (imgs, label) in enumerate(zip(rows, row_labels, strict=True)):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(imgs):
+                ax.imshow(imgs[c].reshape(image_shape), cmap=cmap, vmin=0, vmax=1)
+            if c == 0 and label:
+                ax.set_ylabel(str(label), rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if save is not None:
+        fig.savefig(save, dpi=100, bbox_inches="tight")
+    return fig
+
+
+def images(
+    data: AnnData | np.ndarray,
+    n: int = 16,
+    groupby: str | None = None,
+    ncols: int = 8,
+    image_shape: tuple[int, ...] | None = None,
+    cmap: str = "gray_r",
+    title: str | None = None,
+    seed: int = 0,
+    panel_size: float = 1.0,
+    save: str | os.PathLike | None = None,
+) -> Figure:
+    """A grid of images, optionally one row per group of an ``obs`` column.
+
+    Parameters
+    ----------
+    data
+        Image AnnData (with ``uns["image_shape"]``) or an array ``(n, h, w[, c])`` or
+        ``(n, h*w)`` with ``image_shape``.
+    n
+        Number of images without ``groupby``.
+    groupby
+        Column of ``obs``: one row per category, ``ncols`` random members each.
+    ncols
+        Images per row.
+    image_shape
+        Shape of one image, for flattened arrays.
+    cmap
+        Colour map for grey images.
+    title
+        Figure title.
+    seed
+        Seed for picking group members.
+    panel_size
+        Inches per image.
+    save
+        Path to save the figure to.
+
+    Returns
+    -------
+    The :class:`~matplotlib.figure.Figure`.
+    """
+    rng = np.random.default_rng(seed)
+    if isinstance(data, AnnData):
+        shape = image_shape_of(data)
+        x = data.X
+        if groupby is not None:
+            if groupby not in data.obs:
+                raise KeyError(f"Column {groupby!r} not in adata.obs.")
+            groups = data.obs[groupby].astype("category")
+            rows, labels = [], []
+            for cat in groups.cat.categories:
+                idx = np.flatnonzero((groups == cat).to_numpy())
+                if idx.size == 0:
+                    continue
+                pick = np.sort(rng.choice(idx, size=min(ncols, idx.size), replace=False))
+                rows.append(_as_rows(x[pick]))
+                labels.append(f"{cat} (n={idx.size})")
+            return _grid(rows, labels, shape, ncols, cmap, title, panel_size, save)
+        flat = _as_rows(x[: min(n, data.n_obs)])
+    else:
+        arr = np.asarray(data, dtype=np.float32)
+        if groupby is not None:
+            raise ValueError("groupby needs an AnnData.")
+        if arr.ndim == 2:
+            if image_shape is None:
+                raise ValueError("A flattened array needs image_shape=(h, w).")
+            shape = tuple(image_shape)
+        elif arr.ndim in (3, 4):
+            shape = arr.shape[1:]
+        else:
+            raise ValueError(f"Cannot read images from an array of shape {arr.shape}.")
+        flat = arr.reshape(arr.shape[0], -1)[:n]
+    rows = [flat[i : i + ncols] for i in range(0, flat.shape[0], ncols)]
+    return _grid(rows, [""] * len(rows), shape, ncols, cmap, title, panel_size, save)
+
+
+def reconstructions(
+    model,
+    adata: AnnData | None = None,
+    n: int = 8,
+    indices: Sequence[int] | None = None,
+    seed: int = 0,
+    cmap: str = "gray_r",
+    save: str | os.PathLike | None = None,
+) -> Figure:
+    """Originals (top row) next to the model's reconstructions (bottom row).
+
+    Parameters
+    ----------
+    model
+        A trained mixvi model.
+    adata
+        Image AnnData set up for the model; defaults to the model's.
+    n
+        Number of images, picked at random unless ``indices`` is given.
+    indices
+        Observations to show.
+    seed
+        Seed for picking observations.
+    cmap
+        Colour map.
+    save
+        Path to save the figure to.
+    """
+    adata = model.adata if adata is None else adata
+    shape = image_shape_of(adata)
+    if indices is None:
+        rng = np.random.default_rng(seed)
+        indices = np.sort(rng.choice(adata.n_obs, size=min(n, adata.n_obs), replace=False))
+    indices = np.asarray(indices)
+    original = _as_rows(adata.X[indices])
+    recon = model.reconstruct(adata, indices=indices)
+    return _grid(
+        [original, recon], ["original", "reconstruction"], shape, len(indices), cmap,
+        f"{type(model).__name__} reconstructions", 1.0, save,
+    )
+
+
+def samples(
+    model,
+    n: int = 8,
+    groups: Sequence[str] | None = None,
+    seed: int = 0,
+    cmap: str = "gray_r",
+    save: str | os.PathLike | None = None,
+) -> Figure:
+    """Images generated by the model: one row per condition (CVAE) or per prior draw.
+
+    Parameters
+    ----------
+    model
+        A trained mixvi model on image data. For a CVAE, each row decodes ``n`` prior
+        samples under one condition; the same z are used across rows, so a column shows
+        one "style" rendered as every class.
+    n
+        Images per row.
+    groups
+        Conditions to show (CVAE); all by default.
+    seed
+        Seed for the prior draws.
+    cmap
+        Colour map.
+    save
+        Path to save the figure to.
+    """
+    shape = image_shape_of(model.adata)
+    conditions = getattr(model, "conditions", None)
+    if conditions is None:
+        if groups is not None:
+            raise ValueError(f"{type(model).__name__} has no conditions to group samples by.")
+        rows, labels = [model.generate(n, seed=seed)], ["prior"]
+    else:
+        groups = list(conditions if groups is None else groups)
+        rows = [model.generate(n, condition=g, seed=seed) for g in groups]
+        labels = [str(g) for g in groups]
+    return _grid(rows, labels, shape, n, cmap, f"{type(model).__name__} samples", 1.0, save)
+
+
+def cluster_examples(
+    adata: AnnData,
+    cluster_key: str,
+    n_per_cluster: int = 8,
+    seed: int = 0,
+    cmap: str = "gray_r",
+    save: str | os.PathLike | None = None,
+) -> Figure:
+    """Random members of each cluster, one row per cluster, to judge clusters by eye.
+
+    Parameters
+    ----------
+    adata
+        Image AnnData.
+    cluster_key
+        Column of ``obs`` with the clusters (e.g. ``"leiden"`` or ``"gmvae_cluster"``).
+    n_per_cluster
+        Images per row.
+    seed
+        Seed for picking members.
+    cmap
+        Colour map.
+    save
+        Path to save the figure to.
+    """
+    return images(
+        adata, groupby=cluster_key, ncols=n_per_cluster, cmap=cmap, seed=seed,
+        title=f"members of each {cluster_key}", save=save,
+    )

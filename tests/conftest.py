@@ -1,0 +1,39 @@
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+
+import mixvi
+
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    mixvi.settings.seed = 0
+
+
+@pytest.fixture(scope="session")
+def _pbmc():
+    return sc.datasets.pbmc68k_reduced()
+
+
+@pytest.fixture
+def pbmc(_pbmc):
+    return _pbmc.copy()
+
+
+@pytest.fixture
+def counts_adata():
+    """Poisson-ish counts with two conditions; condition B shifts the first 10 genes up."""
+    rng = np.random.default_rng(0)
+    n, g = 300, 40
+    condition = np.repeat(["A", "B"], n // 2)
+    rate = rng.gamma(2.0, 2.0, size=(n, g))
+    rate[condition == "B", :10] *= 4
+    x = rng.poisson(rate).astype(np.float32)
+    adata = ad.AnnData(x, obs=pd.DataFrame({"condition": condition}, index=[f"c{i}" for i in range(n)]))
+    adata.var_names = [f"g{i}" for i in range(g)]
+    adata.layers["counts"] = adata.X.copy()
+    return adata

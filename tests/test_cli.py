@@ -1,0 +1,60 @@
+"""The `mixvi train` batch job."""
+
+import json
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from mixvi.cli import main
+
+
+def test_train_on_the_offline_default(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "vae", "--out", str(out), "--epochs", "3", "--seed", "1"]) == 0
+    for name in ("adata.h5ad", "umap.png", "metrics.json", "model/model.pt"):
+        assert (out / name).exists(), name
+    adata = ad.read_h5ad(out / "adata.h5ad")
+    assert adata.obsm["X_vae"].shape == (700, 10)
+    assert "vae_leiden" in adata.obs
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["likelihood"] == "normal"
+    assert metrics["epochs"] == 3
+    assert metrics["elbo"] < 0
+    for key in ("leiden_nmi", "leiden_ari", "leiden_acc"):
+        assert 0.0 < metrics[key] <= 1.0
+    assert (out / "umap.png").stat().st_size > 10_000
+
+
+def test_cvae_from_an_h5ad_with_counts(tmp_path, counts_adata):
+    path = tmp_path / "counts.h5ad"
+    counts_adata.obs["cell_type"] = np.tile(["t", "b"], 150)
+    counts_adata.write_h5ad(path)
+    out = tmp_path / "cvae"
+    code = main([
+        "train", "--model", "cvae", "--data", str(path), "--layer", "counts",
+        "--condition-key", "condition", "--label-key", "cell_type", "--epochs", "2", "--out", str(out),
+    ])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["likelihood"] == "nb"
+    assert "leiden_ari" in metrics
+    assert ad.read_h5ad(out / "adata.h5ad").obsm["X_cvae"].shape == (300, 10)
+
+
+def test_ae_reports_reconstruction_error(tmp_path):
+    out = tmp_path / "ae"
+    assert main(["train", "--model", "ae", "--out", str(out), "--epochs", "2"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["reconstruction_error"] > 0
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    assert main(["train", "--model", "cvae", "--out", str(tmp_path / "x")]) == 2
+    assert "--condition-key" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "missing.h5ad"), "--out", str(tmp_path / "y")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_unknown_model_is_an_argparse_error(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "gan", "--out", str(tmp_path)])

