@@ -9,7 +9,7 @@ import torch
 from anndata import AnnData
 
 from ..module import AEModule
-from ._base import MixviModel, register_anndata
+from ._base import MixviModel
 
 
 class AE(MixviModel):
@@ -76,25 +76,6 @@ class AE(MixviModel):
             learn_scale=learn_scale,
         )
         self.init_params_ = self._get_init_params(locals())
-
-    @classmethod
-    def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
-        """Register ``adata`` for the model.
-
-        Parameters
-        ----------
-        adata
-            AnnData with observations in rows.
-        layer
-            Use ``adata.layers[layer]`` instead of ``adata.X``.
-
-        Raises
-        ------
-        ValueError
-            If the data contain NaN or infinite values, or the AnnData is empty.
-        """
-        setup_method_args = cls._get_setup_method_args(**locals())
-        register_anndata(cls, adata, setup_method_args, layer=layer, **kwargs)
 
     @torch.inference_mode()
     def get_latent_representation(

@@ -91,6 +91,25 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         )
         # each concrete class records its own init params (its own signature) for save/load
 
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
+        """Register ``adata`` for the model.
+
+        Parameters
+        ----------
+        adata
+            AnnData with observations in rows.
+        layer
+            Use ``adata.layers[layer]`` (e.g. raw counts) instead of ``adata.X``.
+
+        Raises
+        ------
+        ValueError
+            If the data contain NaN or infinite values, or the AnnData is empty.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        register_anndata(cls, adata, setup_method_args, layer=layer, **kwargs)
+
     def train(
         self,
         max_epochs: int | None = None,

@@ -10,12 +10,11 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import ArchesMixin
 
-from ..module import VAEModule
 from ._base import register_anndata
-from ._vae import VariationalModel
+from ._vae import VAE
 
 
-class CVAE(ArchesMixin, VariationalModel):
+class CVAE(ArchesMixin, VAE):
     """Conditional VAE: condition categories go one-hot into the encoder and the decoder.
 
     Decoding a cell's latent under another condition gives a counterfactual
@@ -39,33 +38,7 @@ class CVAE(ArchesMixin, VariationalModel):
     >>> stimulated = model.decode_counterfactual(condition="stimulated")
     """
 
-    _module_cls = VAEModule
     _latent_key = "X_cvae"
-
-    def __init__(
-        self,
-        adata: AnnData | None = None,
-        n_latent: int = 10,
-        n_hidden: int = 128,
-        n_layers: int = 1,
-        likelihood: str = "normal",
-        n_samples: int = 1,
-        dropout_rate: float = 0.1,
-        use_batch_norm: bool = True,
-        learn_scale: bool = True,
-    ) -> None:
-        super().__init__(
-            adata,
-            likelihood=likelihood,
-            n_latent=n_latent,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
-            n_samples=n_samples,
-            dropout_rate=dropout_rate,
-            use_batch_norm=use_batch_norm,
-            learn_scale=learn_scale,
-        )
-        self.init_params_ = self._get_init_params(locals())
 
     @classmethod
     def setup_anndata(

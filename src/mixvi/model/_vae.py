@@ -11,7 +11,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import VAEMixin
 
 from ..module import VAEModule
-from ._base import MixviModel, register_anndata
+from ._base import MixviModel
 
 
 class VariationalModel(VAEMixin, MixviModel):
@@ -177,22 +177,3 @@ class VAE(VariationalModel):
             learn_scale=learn_scale,
         )
         self.init_params_ = self._get_init_params(locals())
-
-    @classmethod
-    def setup_anndata(cls, adata: AnnData, layer: str | None = None, **kwargs) -> None:
-        """Register ``adata`` for the model.
-
-        Parameters
-        ----------
-        adata
-            AnnData with observations in rows.
-        layer
-            Use ``adata.layers[layer]`` (e.g. raw counts) instead of ``adata.X``.
-
-        Raises
-        ------
-        ValueError
-            If the data contain NaN or infinite values, or the AnnData is empty.
-        """
-        setup_method_args = cls._get_setup_method_args(**locals())
-        register_anndata(cls, adata, setup_method_args, layer=layer, **kwargs)
