@@ -48,6 +48,24 @@ def test_ae_reports_reconstruction_error(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["reconstruction_error"] > 0
 
 
+def test_gmvae_writes_clusters_and_cluster_metrics(tmp_path):
+    out = tmp_path / "gmvae"
+    code = main([
+        "train", "--model", "gmvae", "--n-components", "6", "--epochs", "3",
+        "--pretrain-epochs", "2", "--out", str(out),
+    ])
+    assert code == 0
+    adata = ad.read_h5ad(out / "adata.h5ad")
+    assert adata.obsm["X_gmvae"].shape == (700, 10)
+    assert adata.obsm["gmvae_probabilities"].shape == (700, 6)
+    assert adata.obs["gmvae_cluster"].dtype == "category"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_components"] == 6
+    for key in ("gmvae_acc", "gmvae_nmi", "gmvae_ari"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert isinstance(metrics["collapsed_components"], list)
+
+
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["train", "--model", "cvae", "--out", str(tmp_path / "x")]) == 2
     assert "--condition-key" in capsys.readouterr().err

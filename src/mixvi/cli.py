@@ -17,7 +17,7 @@ from pathlib import Path
 
 logger = logging.getLogger("mixvi")
 
-MODELS = ("ae", "vae", "cvae")
+MODELS = ("ae", "vae", "cvae", "gmvae")
 DEFAULT_LABEL_KEY = "bulk_labels"  # of the offline default dataset, pbmc68k_reduced
 
 
@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--epochs", type=int, help="training epochs (default: scvi-tools' heuristic)")
     train.add_argument("--n-latent", type=int, default=10, help="latent dimension (default: 10)")
+    train.add_argument("--n-components", type=int, default=10, help="gmvae: mixture components K (default: 10)")
+    train.add_argument("--pretrain-epochs", type=int, help="gmvae: autoencoder pretraining epochs (default: half of --epochs)")
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--seed", type=int, default=0)
@@ -86,15 +88,22 @@ def run_train(args: argparse.Namespace) -> dict:
     likelihood = infer_likelihood(adata, args.layer) if args.likelihood == "auto" else args.likelihood
     logger.info("%s: %d obs × %d vars, likelihood=%s", source, adata.n_obs, adata.n_vars, likelihood)
 
-    cls = {"ae": mixvi.model.AE, "vae": mixvi.model.VAE, "cvae": mixvi.model.CVAE}[args.model]
+    cls = {
+        "ae": mixvi.model.AE, "vae": mixvi.model.VAE, "cvae": mixvi.model.CVAE, "gmvae": mixvi.model.GMVAE
+    }[args.model]
     setup = {"layer": args.layer}
-    if args.model == "cvae":
+    if args.model in ("cvae", "gmvae") and args.condition_key is not None:
         setup["condition_key"] = args.condition_key
     cls.setup_anndata(adata, **setup)
-    model = cls(adata, likelihood=likelihood, n_latent=args.n_latent)
+    model_kwargs, train_kwargs = {}, {}
+    if args.model == "gmvae":
+        model_kwargs["n_components"] = args.n_components
+        train_kwargs["pretrain_epochs"] = args.pretrain_epochs
+    model = cls(adata, likelihood=likelihood, n_latent=args.n_latent, **model_kwargs)
     start = time.perf_counter()
     model.train(
-        max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accelerator=args.accelerator
+        max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accelerator=args.accelerator,
+        **train_kwargs,
     )
     train_seconds = time.perf_counter() - start
 
@@ -126,11 +135,19 @@ def run_train(args: argparse.Namespace) -> dict:
         labels = adata.obs[label_key].to_numpy()
         metrics["label_key"] = label_key
         metrics.update({f"leiden_{k}": v for k, v in clustering_scores(labels, adata.obs[cluster_key]).items()})
+        if args.model == "gmvae":
+            scores = clustering_scores(labels, adata.obs["gmvae_cluster"])
+            metrics.update({f"gmvae_{k}": v for k, v in scores.items()})
+    if args.model == "gmvae":
+        metrics["n_components"] = args.n_components
+        metrics["collapsed_components"] = model.collapsed_components()
     metrics = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in metrics.items()}
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     colors = [c for c in (label_key, cluster_key) if c is not None]
+    if args.model == "gmvae":
+        colors.append("gmvae_cluster")
     fig = sc.pl.umap(adata, color=colors, show=False, return_fig=True, wspace=0.6)
     fig.savefig(out / "umap.png", dpi=120, bbox_inches="tight")
     model.save(out / "model", overwrite=args.overwrite, save_anndata=False)

@@ -1,8 +1,9 @@
-"""AnnData-facing models: :class:`AE`, :class:`VAE` and :class:`CVAE`."""
+"""AnnData-facing models: :class:`AE`, :class:`VAE`, :class:`CVAE` and :class:`GMVAE`."""
 
 from ._ae import AE
 from ._cvae import CVAE
+from ._gmvae import GMVAE
 from ._vae import VAE
 from ._validation import infer_likelihood
 
-__all__ = ["AE", "CVAE", "VAE", "infer_likelihood"]
+__all__ = ["AE", "CVAE", "GMVAE", "VAE", "infer_likelihood"]

@@ -2,6 +2,7 @@
 
 from ._ae import AEModule
 from ._base import AutoencoderBase
+from ._gmvae import GMVAEModule
 from ._likelihoods import COUNT_LIKELIHOODS, LIKELIHOODS, LikelihoodHead
 from ._networks import Body, Encoder
 from ._vae import VAEModule
@@ -12,6 +13,7 @@ __all__ = [
     "Body",
     "COUNT_LIKELIHOODS",
     "Encoder",
+    "GMVAEModule",
     "LIKELIHOODS",
     "LikelihoodHead",
     "VAEModule",
