@@ -85,14 +85,7 @@ class AE(MixviModel):
         batch_size: int | None = None,
     ) -> np.ndarray:
         """The code z = ψ(x) of each observation, shape ``(n_obs, n_latent)``."""
-        self._check_if_trained(warn=False)
-        adata = self._validate_anndata(adata)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        zs = [
-            self.module.inference(**self.module._get_inference_input(t))["z"].cpu()
-            for t in loader
-        ]
-        return torch.cat(zs).numpy()
+        return self._map_minibatches(lambda _, out: out["z"], adata, indices, batch_size)
 
     @torch.inference_mode()
     def get_reconstruction_error(

@@ -203,6 +203,23 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         return self._decode_observed(adata, indices, batch_size)
 
     # -- helpers for subclasses ------------------------------------------------------------
+    def _map_minibatches(
+        self,
+        fn,
+        adata: AnnData | None,
+        indices: Sequence[int] | None,
+        batch_size: int | None,
+    ) -> np.ndarray:
+        """Apply ``fn(inference_inputs, inference_outputs) -> Tensor`` to each minibatch and stack."""
+        self._check_if_trained(warn=False)
+        adata = self._validate_anndata(adata)
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        out = []
+        for tensors in loader:
+            inputs = self.module._get_inference_input(tensors)
+            out.append(fn(inputs, self.module.inference(**inputs)).cpu())
+        return torch.cat(out).numpy()
+
     def _decode_observed(
         self,
         adata: AnnData | None,
@@ -211,20 +228,15 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         condition_code: int | None = None,
     ) -> np.ndarray:
         """Encode observations, then decode their latent (under another condition if given)."""
-        self._check_if_trained(warn=False)
-        adata = self._validate_anndata(adata)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        out = []
-        for tensors in loader:
-            inputs = self.module._get_inference_input(tensors)
-            inference = self.module.inference(**inputs)
+
+        def decode(inputs: dict, inference: dict) -> torch.Tensor:
             z = inference["qz"].loc if "qz" in inference else inference["z"]
             batch = inputs["batch_index"]
             if condition_code is not None:
                 batch = torch.full_like(batch, condition_code)
-            px = self.module.generative(z, inference["library"], batch, inputs["cat_covs"])["px"]
-            out.append(px.mean.cpu())
-        return torch.cat(out).numpy()
+            return self.module.generative(z, inference["library"], batch, inputs["cat_covs"])["px"].mean
+
+        return self._map_minibatches(decode, adata, indices, batch_size)
 
     def _category_code(self, registry_key: str, value: str, what: str) -> int:
         """The integer code of category ``value`` of a registered categorical field."""

@@ -184,14 +184,9 @@ class GMVAE(ArchesMixin, VAE):
         batch_size: int | None = None,
     ) -> np.ndarray:
         """q(c|x) = p(c|z) at the posterior mean of z; shape ``(n_obs, n_components)``, rows sum to 1."""
-        self._check_if_trained(warn=False)
-        adata = self._validate_anndata(adata)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        out = []
-        for tensors in loader:
-            qz = self.module.inference(**self.module._get_inference_input(tensors))["qz"]
-            out.append(self.module.responsibilities(qz.loc).cpu())
-        return torch.cat(out).numpy()
+        return self._map_minibatches(
+            lambda _, out: self.module.responsibilities(out["qz"].loc), adata, indices, batch_size
+        )
 
     def get_cluster_assignments(
         self,
