@@ -11,7 +11,12 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField
+from scvi.data.fields import (
+    CategoricalJointObsField,
+    CategoricalObsField,
+    LayerField,
+    NumericalObsField,
+)
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
@@ -21,6 +26,25 @@ from ._validation import validate_for_likelihood, validate_for_setup
 logger = logging.getLogger("mixvi")
 
 
+class RowIndexField(NumericalObsField):
+    """Each observation's row number, written into ``adata.obs`` on registration and transfer.
+
+    It lets a module look up per-cell state (e.g. an initial clustering) in a minibatch;
+    filling it on transfer means any new AnnData works without the user adding a column.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(REGISTRY_KEYS.INDICES_KEY, "_mixvi_row")
+
+    def register_field(self, adata: AnnData) -> dict:
+        adata.obs[self.attr_key] = np.arange(adata.n_obs, dtype=np.int64)
+        return super().register_field(adata)
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
+        adata_target.obs[self.attr_key] = np.arange(adata_target.n_obs, dtype=np.int64)
+        return super().transfer_field(state_registry, adata_target, **kwargs)
+
+
 def register_anndata(
     cls: type[BaseModelClass],
     adata: AnnData,
@@ -28,13 +52,14 @@ def register_anndata(
     layer: str | None = None,
     condition_key: str | None = None,
     categorical_covariate_keys: Sequence[str] | None = None,
+    row_index: bool = False,
     **kwargs,
 ) -> None:
     """Validate ``adata`` and register its fields with scvi-tools.
 
     The checks run first, so a failed call leaves ``adata`` untouched. The condition is
     registered as scvi-tools' batch field so that reference mapping (scArches) can extend
-    its categories.
+    its categories. ``row_index`` adds :class:`RowIndexField`.
     """
     keys = [condition_key, *(categorical_covariate_keys or [])]
     validate_for_setup(adata, layer, keys)
@@ -43,6 +68,8 @@ def register_anndata(
         CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, condition_key),
         CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
     ]
+    if row_index:
+        fields.append(RowIndexField())
     manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
     manager.register_fields(adata, **kwargs)
     cls.register_manager(manager)

@@ -115,6 +115,7 @@ class GMVAE(ArchesMixin, VAE):
             layer=layer,
             condition_key=condition_key,
             categorical_covariate_keys=categorical_covariate_keys,
+            row_index=True,
             **kwargs,
         )
 
@@ -122,59 +123,123 @@ class GMVAE(ArchesMixin, VAE):
         self,
         max_epochs: int | None = None,
         pretrain_epochs: int | None = None,
+        init: str = "umap",
         gmm_restarts: int = 5,
+        anchor_epochs: int | None = None,
         lr: float = 1e-3,
         batch_size: int = 128,
-        kl_warmup_epochs: int | None = None,
+        kl_warmup_epochs: int | None = 0,
         **kwargs,
     ):
-        """Pretrain as an autoencoder, initialise the mixture with a GMM, then train.
+        """Pretrain as an autoencoder, initialise the mixture, then train the ELBO.
 
         Parameters
         ----------
         max_epochs
-            Epochs of the full GMVAE training (scvi-tools' heuristic by default).
+            Epochs of GMVAE training after pretraining (scvi-tools' heuristic by default),
+            including the ``anchor_epochs``.
         pretrain_epochs
-            Autoencoder pretraining epochs; ``0`` skips pretraining and the GMM start
+            Autoencoder pretraining epochs; ``0`` skips pretraining and the mixture start
             (then expect collapse). Defaults to half of ``max_epochs``.
+        init
+            How the mixture starts (see :meth:`init_mixture`): ``"umap"`` (default, clusters
+            found on a UMAP of the pretrained latent, as in N2D) or ``"gmm"`` (a diagonal
+            GaussianMixture on the latent itself, as in VaDE).
         gmm_restarts
-            Restarts of the diagonal GaussianMixture on the latent means; the one with the
-            highest likelihood is kept.
-        lr, batch_size, kl_warmup_epochs, **kwargs
+            Restarts of the GaussianMixture; the one with the highest likelihood is kept.
+        anchor_epochs
+            Epochs at the start during which q(c|x) stays fixed to the initial clustering
+            (see :class:`~mixvi.module.GMVAEModule`), so that the encoder makes those
+            clusters Gaussian before p(c|z) takes over. Defaults to a quarter of
+            ``max_epochs`` with ``init="umap"`` and to 0 with ``init="gmm"``.
+        lr, batch_size, **kwargs
             As in :meth:`mixvi.model.VAE.train`.
+        kl_warmup_epochs
+            KL warm-up epochs; none by default, because pretraining already gives the
+            decoder a useful latent.
         """
         from scvi.model._utils import get_max_epochs_heuristic
 
+        if init not in ("umap", "gmm"):
+            raise ValueError(f"init must be 'umap' or 'gmm', got {init!r}.")
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if pretrain_epochs is None:
             pretrain_epochs = max(1, max_epochs // 2)
+        if anchor_epochs is None:
+            anchor_epochs = max_epochs // 4 if init == "umap" else 0
+        anchor_epochs = min(anchor_epochs, max_epochs)
+        # scvi-tools' Adam eps of 0.01 damps small gradients (e.g. from pixel likelihoods);
+        # on MNIST-5k eps=1e-8 gave a better-separated pretrained latent.
+        kwargs["plan_kwargs"] = {"eps": 1e-8, **(kwargs.get("plan_kwargs") or {})}
+        common = {"lr": lr, "batch_size": batch_size, **kwargs}
         if pretrain_epochs > 0 and not self.is_trained_:
             self.module.pretraining = True
             try:
-                super().train(max_epochs=pretrain_epochs, lr=lr, batch_size=batch_size, **kwargs)
+                super().train(max_epochs=pretrain_epochs, **common)
             finally:
                 self.module.pretraining = False
             self.pretrain_history_ = self.history_
-            self.init_mixture(gmm_restarts=gmm_restarts)
-        return super().train(
-            max_epochs=max_epochs, lr=lr, batch_size=batch_size, kl_warmup_epochs=kl_warmup_epochs, **kwargs
-        )
+            start = self.init_mixture(method=init, gmm_restarts=gmm_restarts)
+            if anchor_epochs > 0:
+                self.module.anchor_log_gamma = torch.log(torch.as_tensor(start, dtype=torch.float32).clamp_min(1e-8))
+                try:
+                    super().train(max_epochs=anchor_epochs, kl_warmup_epochs=0, **common)
+                finally:
+                    self.module.anchor_log_gamma = None
+                self.anchor_history_ = self.history_
+        remaining = max_epochs - anchor_epochs
+        if remaining <= 0:
+            return None
+        return super().train(max_epochs=remaining, kl_warmup_epochs=kl_warmup_epochs, **common)
 
-    def init_mixture(self, gmm_restarts: int = 5, seed: int = 0) -> None:
-        """Fit a diagonal GaussianMixture on the latent means and copy it into the prior."""
+    def init_mixture(self, method: str = "umap", gmm_restarts: int = 5, seed: int | None = None) -> np.ndarray:
+        """Start π, μ and σ² from a clustering of the latent means; no labels are used.
+
+        Parameters
+        ----------
+        method
+            ``"gmm"``: fit a diagonal :class:`~sklearn.mixture.GaussianMixture` on the
+            latent means and copy it into the prior. ``"umap"``: embed the latent means with
+            UMAP, fit a full-covariance GaussianMixture there (UMAP separates clusters that
+            are curved in the latent), then set each component's π, μ and σ² to the
+            responsibility-weighted moments of the latent means.
+        gmm_restarts
+            ``n_init`` of the GaussianMixture; the fit with the highest likelihood is kept.
+        seed
+            Random state of UMAP and the GaussianMixture (default: ``mixvi.settings.seed``).
+
+        Returns
+        -------
+        Initial responsibilities, shape ``(n_obs, n_components)``.
+        """
         from sklearn.mixture import GaussianMixture
 
+        from .._settings import settings
+
+        if method not in ("umap", "gmm"):
+            raise ValueError(f"method must be 'umap' or 'gmm', got {method!r}.")
+        seed = settings.seed if seed is None else seed
         z = self.get_latent_representation()
+        n_components = self.module.n_components
+        if method == "gmm":
+            gmm = GaussianMixture(
+                n_components, covariance_type="diag", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
+            ).fit(z)
+            logger.info("GMM start: log-likelihood per cell %.3f", gmm.score(z))
+            self.module.set_prior(gmm.weights_, gmm.means_, gmm.covariances_)
+            return gmm.predict_proba(z)
+        embedding = _umap_embedding(z, seed)
         gmm = GaussianMixture(
-            n_components=self.module.n_components,
-            covariance_type="diag",
-            n_init=gmm_restarts,
-            reg_covar=1e-4,
-            random_state=seed,
-        ).fit(z)
-        logger.info("GMM start: log-likelihood per cell %.3f", gmm.score(z))
-        self.module.set_prior(gmm.weights_, gmm.means_, gmm.covariances_)
+            n_components, covariance_type="full", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
+        ).fit(embedding)
+        logger.info("UMAP-GMM start: log-likelihood per cell %.3f", gmm.score(embedding))
+        resp = gmm.predict_proba(embedding)
+        mass = resp.sum(axis=0) + 1e-10
+        means = resp.T @ z / mass[:, None]
+        variances = resp.T @ z**2 / mass[:, None] - means**2
+        self.module.set_prior(mass / mass.sum(), means, np.maximum(variances, 0) + 1e-4)
+        return resp
 
     @torch.inference_mode()
     def get_cluster_probabilities(
@@ -262,3 +327,18 @@ class GMVAE(ArchesMixin, VAE):
             generator.manual_seed(seed)
         z = self._sample_prior(n, generator, component=component)
         return self._decode(z, condition, covariates, library_size, sample)
+
+
+def _umap_embedding(z: np.ndarray, seed: int) -> np.ndarray:
+    """A 10-D UMAP of ``z`` with scanpy's neighbour settings but tight clusters (min_dist 0)."""
+    import umap
+
+    n_neighbors = int(min(15, max(2, z.shape[0] - 1)))
+    reducer = umap.UMAP(
+        n_components=min(10, max(2, z.shape[0] - 2)),
+        n_neighbors=n_neighbors,
+        min_dist=0.0,
+        random_state=seed,
+        n_jobs=1,
+    )
+    return reducer.fit_transform(z)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scvi import REGISTRY_KEYS
 from torch import nn
 
 from ._vae import VAEModule
@@ -20,6 +21,11 @@ class GMVAEModule(VAEModule):
     with each Gaussian KL in closed form, all in log space (logsumexp) for stability.
     During pretraining (``pretraining=True``) the loss is the reconstruction of the
     posterior mean alone, i.e. an autoencoder, as VaDE pretrains.
+
+    While ``anchor_log_gamma`` (``(n_obs, K)`` log-probabilities) is set, q(c|x) is that
+    fixed distribution, looked up by each cell's row index, instead of p(c|z). Any q(c|x)
+    gives a lower bound on log p(x), so this is still minus an ELBO; it lets an initial
+    clustering shape the latent space before the responsibilities take over.
 
     Parameters
     ----------
@@ -40,6 +46,7 @@ class GMVAEModule(VAEModule):
         self.prior_means = nn.Parameter(torch.randn(n_components, self.n_latent))
         self.prior_log_var = nn.Parameter(torch.zeros(n_components, self.n_latent))
         self.pretraining = False
+        self.anchor_log_gamma: torch.Tensor | None = None
 
     @torch.no_grad()
     def set_prior(self, weights: np.ndarray, means: np.ndarray, variances: np.ndarray) -> None:
@@ -76,14 +83,20 @@ class GMVAEModule(VAEModule):
             outputs["z"] = outputs["qz"].loc
         return outputs
 
-    def kl_local(self, inference_outputs: dict) -> torch.Tensor:
+    def kl_local(self, inference_outputs: dict, tensors: dict | None = None) -> torch.Tensor:
         if self.pretraining:
             return torch.zeros_like(inference_outputs["qz"].loc[..., 0])
         qz = inference_outputs["qz"]
         z = inference_outputs["z"]
-        log_gamma = torch.log_softmax(self.log_weights() + self.log_pz_given_c(z), dim=-1)
-        if log_gamma.dim() == 3:  # several Monte Carlo draws: average the responsibilities
-            log_gamma = torch.logsumexp(log_gamma, dim=0) - np.log(log_gamma.shape[0])
+        if self.anchor_log_gamma is not None:
+            if tensors is None or REGISTRY_KEYS.INDICES_KEY not in tensors:
+                raise RuntimeError("anchor_log_gamma needs row indices in the minibatch (set up with row_index).")
+            rows = tensors[REGISTRY_KEYS.INDICES_KEY].long().ravel().to(self.anchor_log_gamma.device)
+            log_gamma = self.anchor_log_gamma[rows].to(qz.loc.device)
+        else:
+            log_gamma = torch.log_softmax(self.log_weights() + self.log_pz_given_c(z), dim=-1)
+            if log_gamma.dim() == 3:  # several Monte Carlo draws: average the responsibilities
+                log_gamma = torch.logsumexp(log_gamma, dim=0) - np.log(log_gamma.shape[0])
         gamma = log_gamma.exp()
         q_mean = qz.loc.unsqueeze(-2)  # (n, 1, d)
         q_var = qz.scale.unsqueeze(-2) ** 2

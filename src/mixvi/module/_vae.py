@@ -63,8 +63,8 @@ class VAEModule(AutoencoderBase):
         """log p(z), summed over latent dimensions."""
         return Normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(dim=-1)
 
-    def kl_local(self, inference_outputs: dict) -> torch.Tensor:
-        """KL(q(z|x) || p(z)) per cell, in closed form."""
+    def kl_local(self, inference_outputs: dict, tensors: dict | None = None) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per cell, in closed form (``tensors``: the minibatch, unused here)."""
         qz = inference_outputs["qz"]
         pz = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
         return kl_divergence(qz, pz).sum(dim=-1)
@@ -77,7 +77,7 @@ class VAEModule(AutoencoderBase):
         kl_weight: float = 1.0,
     ) -> LossOutput:
         rec = self.reconstruction_loss(tensors[REGISTRY_KEYS.X_KEY], generative_outputs["px"])
-        kl = self.kl_local(inference_outputs)
+        kl = self.kl_local(inference_outputs, tensors)
         return LossOutput(loss=(rec + kl_weight * kl).mean(), reconstruction_loss=rec, kl_local=kl)
 
     @torch.inference_mode()

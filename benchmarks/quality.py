@@ -1,0 +1,327 @@
+"""Clustering quality: GMVAE against PCA and VAE baselines, several seeds, three datasets.
+
+Prints a table of mean ± sd ACC / NMI / ARI and writes ``results/quality.md`` and
+``results/quality.json`` with the command and the commit. Labels are used only to score.
+
+Usage::
+
+    python benchmarks/quality.py                       # full run (hours on 2 CPU cores)
+    python benchmarks/quality.py --datasets mnist5k pbmc --seeds 0 1 2 3 4
+    python benchmarks/quality.py --smoke               # a few hundred cells, 1 epoch (CI)
+
+Methods (K = number of reference classes, the only thing taken from the labels):
+
+- ``kmeans_pca50``: k-means (10 restarts) on the first 50 principal components.
+- ``pca_leiden``: scanpy neighbours on PCA-50, Leiden with the resolution bisected to K clusters.
+- ``vae_kmeans`` / ``vae_leiden``: the same on the latent means of a mixvi VAE.
+- ``gmvae``: mixvi GMVAE clusters (argmax q(c|x)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+from sklearn.cluster import KMeans
+
+import mixvi
+from mixvi.metrics import clustering_scores
+
+RESULTS = Path(__file__).parent / "results"
+METHODS = ("kmeans_pca50", "pca_leiden", "vae_kmeans", "vae_leiden", "gmvae")
+
+
+@dataclass
+class Config:
+    """How one dataset is loaded and how long its models train."""
+
+    likelihood: str
+    label_key: str
+    n_hidden: int
+    batch_size: int
+    vae_epochs: int
+    pretrain_epochs: int
+    gmvae_epochs: int
+    anchor_epochs: int
+    targets: dict = field(default_factory=dict)
+
+
+CONFIGS = {
+    "fashion_mnist": Config(
+        "bernoulli", "label", 256, 256, 20, 15, 20, 10, {"acc": 0.65, "nmi": 0.62}
+    ),
+    "mnist5k": Config("bernoulli", "label", 500, 128, 100, 100, 50, 40, {"acc": 0.85}),
+    "pbmc": Config("normal", "bulk_labels", 128, 128, 200, 200, 100, 50, {"ari": "pca_leiden"}),
+}
+
+
+def load(name: str, smoke: bool) -> ad.AnnData:
+    if name == "fashion_mnist":
+        adata = mixvi.data.fashion_mnist(split="all")
+    elif name == "mnist5k":
+        adata = mixvi.data.mnist_5k()
+    elif name == "pbmc":
+        adata = mixvi.data.pbmc68k_reduced()
+    else:
+        raise ValueError(name)
+    if smoke:
+        rng = np.random.default_rng(0)
+        adata = adata[np.sort(rng.choice(adata.n_obs, min(300, adata.n_obs), replace=False))].copy()
+    return adata
+
+
+def leiden_k(adata: ad.AnnData, use_rep: str, k: int, seed: int) -> np.ndarray:
+    """Leiden clusters with the resolution bisected until there are ``k`` clusters (or closest)."""
+    sc.pp.neighbors(adata, use_rep=use_rep, random_state=seed, key_added="bench")
+    lo, hi, best = 0.01, 5.0, None
+    for _ in range(12):
+        res = np.sqrt(lo * hi)
+        sc.tl.leiden(
+            adata,
+            resolution=res,
+            random_state=seed,
+            neighbors_key="bench",
+            key_added="bench_leiden",
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+        )
+        labels = adata.obs["bench_leiden"].astype(int).to_numpy()
+        n = labels.max() + 1
+        if best is None or abs(n - k) < abs(best.max() + 1 - k):
+            best = labels
+        if n == k:
+            break
+        lo, hi = (res, hi) if n < k else (lo, res)
+    return best
+
+
+def run_seed(
+    name: str, adata: ad.AnnData, cfg: Config, seed: int, smoke: bool, methods: list[str]
+) -> dict:
+    y = adata.obs[cfg.label_key].astype(str).to_numpy()
+    k = len(np.unique(y))
+    out: dict[str, dict] = {}
+    quiet = {"enable_progress_bar": False, "enable_model_summary": False, "train_size": 1.0}
+    epochs = (lambda e: 1) if smoke else (lambda e: e)
+    work = adata.copy()
+
+    if {"kmeans_pca50", "pca_leiden"} & set(methods):
+        t = time.perf_counter()
+        sc.pp.pca(work, n_comps=min(50, work.n_vars - 1, work.n_obs - 1), random_state=seed)
+        t_pca = time.perf_counter() - t
+        if "kmeans_pca50" in methods:
+            t = time.perf_counter()
+            pred = KMeans(k, n_init=10, random_state=seed).fit_predict(work.obsm["X_pca"])
+            out["kmeans_pca50"] = {
+                **clustering_scores(y, pred),
+                "seconds": t_pca + time.perf_counter() - t,
+            }
+        if "pca_leiden" in methods:
+            t = time.perf_counter()
+            pred = leiden_k(work, "X_pca", k, seed)
+            out["pca_leiden"] = {
+                **clustering_scores(y, pred),
+                "seconds": t_pca + time.perf_counter() - t,
+            }
+
+    mixvi.settings.seed = seed
+    if {"vae_kmeans", "vae_leiden"} & set(methods):
+        t = time.perf_counter()
+        mixvi.model.VAE.setup_anndata(work)
+        vae = mixvi.model.VAE(work, likelihood=cfg.likelihood, n_hidden=cfg.n_hidden, n_layers=2)
+        vae.train(max_epochs=epochs(cfg.vae_epochs), batch_size=cfg.batch_size, **quiet)
+        vae.write_results(work)
+        t_vae = time.perf_counter() - t
+        if "vae_kmeans" in methods:
+            t = time.perf_counter()
+            pred = KMeans(k, n_init=10, random_state=seed).fit_predict(work.obsm["X_vae"])
+            out["vae_kmeans"] = {
+                **clustering_scores(y, pred),
+                "seconds": t_vae + time.perf_counter() - t,
+            }
+        if "vae_leiden" in methods:
+            t = time.perf_counter()
+            pred = leiden_k(work, "X_vae", k, seed)
+            out["vae_leiden"] = {
+                **clustering_scores(y, pred),
+                "seconds": t_vae + time.perf_counter() - t,
+            }
+
+    if "gmvae" in methods:
+        t = time.perf_counter()
+        mixvi.settings.seed = seed
+        mixvi.model.GMVAE.setup_anndata(work)
+        gm = mixvi.model.GMVAE(
+            work, n_components=k, likelihood=cfg.likelihood, n_hidden=cfg.n_hidden
+        )
+        gm.train(
+            max_epochs=epochs(cfg.gmvae_epochs),
+            pretrain_epochs=epochs(cfg.pretrain_epochs),
+            anchor_epochs=0 if smoke else cfg.anchor_epochs,
+            batch_size=cfg.batch_size,
+            **quiet,
+        )
+        pred = gm.get_cluster_assignments()
+        out["gmvae"] = {
+            **clustering_scores(y, pred),
+            "seconds": time.perf_counter() - t,
+            "collapsed_components": gm.collapsed_components(),
+            "elbo": float(gm.get_elbo()),
+        }
+    return out
+
+
+def summarise(results: dict) -> dict:
+    """Mean and sd over seeds of every score, per dataset and method."""
+    summary: dict = {}
+    for name, per_seed in results.items():
+        summary[name] = {}
+        for method in METHODS:
+            rows = [r[method] for r in per_seed.values() if method in r]
+            if not rows:
+                continue
+            summary[name][method] = {
+                key: (float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows])))
+                for key in ("acc", "nmi", "ari", "seconds")
+            } | {"n_seeds": len(rows)}
+    return summary
+
+
+def check_targets(summary: dict, smoke: bool) -> list[str]:
+    lines = []
+    for name, cfg in CONFIGS.items():
+        if name not in summary or "gmvae" not in summary[name]:
+            continue
+        got = summary[name]["gmvae"]
+        for metric, target in cfg.targets.items():
+            if isinstance(target, str):  # beat a baseline measured in the same run
+                if target not in summary[name]:
+                    continue
+                value = summary[name][target][metric][0]
+                label = f"{target} {metric.upper()} {value:.3f}"
+            else:
+                value, label = target, f"{target:.2f}"
+            ok = got[metric][0] > value if isinstance(target, str) else got[metric][0] >= value
+            status = "n/a (smoke)" if smoke else ("met" if ok else "NOT met")
+            lines.append(
+                f"- {name}: GMVAE mean {metric.upper()} {got[metric][0]:.3f} vs target {label}: {status}"
+            )
+    return lines
+
+
+def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
+    lines = [
+        "# Clustering quality",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- commit: `{meta['commit']}`",
+        f"- machine: {meta['machine']}",
+        f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
+        "",
+        "| dataset | method | ACC | NMI | ARI | seconds | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, methods in summary.items():
+        for method, s in methods.items():
+            cells = [f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in ("acc", "nmi", "ari")]
+            lines.append(
+                f"| {name} | {method} | {' | '.join(cells)} | {s['seconds'][0]:.0f} | {s['n_seeds']} |"
+            )
+    return "\n".join([*lines, "", "Targets:", *target_lines, ""])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--smoke", action="store_true", help="300 cells, 1 epoch: proves the script runs"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for quality.md/.json")
+    args = parser.parse_args(argv)
+
+    sc.settings.verbosity = 0
+    start = time.perf_counter()
+    meta = {
+        "command": "python "
+        + " ".join(
+            shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "commit": _commit(),
+        "machine": _machine(),
+        "seeds": args.seeds,
+        "smoke": args.smoke,
+    }
+    results: dict = {}
+    stem = "quality_smoke" if args.smoke else "quality"
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.datasets:
+        adata = load(name, args.smoke)
+        results[name] = {}
+        for seed in args.seeds:
+            results[name][seed] = run_seed(
+                name, adata, CONFIGS[name], seed, args.smoke, args.methods
+            )
+            print(
+                f"{name} seed {seed}: "
+                + ", ".join(
+                    f"{m} acc {r['acc']:.3f} nmi {r['nmi']:.3f} ari {r['ari']:.3f}"
+                    for m, r in results[name][seed].items()
+                ),
+                flush=True,
+            )
+            meta["wall_seconds"] = time.perf_counter() - start
+            _write(args.out / stem, results, meta)  # partial results survive an interrupted run
+    summary, text = _write(args.out / stem, results, meta)
+    print(text)
+    return summary
+
+
+def _write(stem: Path, results: dict, meta: dict) -> tuple[dict, str]:
+    summary = summarise(results)
+    text = markdown(summary, meta, check_targets(summary, meta["smoke"]))
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "per_seed": results}, indent=1)
+    )
+    return summary, text
+
+
+def _commit() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "benchmarks"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return sha + (" (uncommitted changes)" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}"
+
+
+if __name__ == "__main__":
+    main()
