@@ -48,11 +48,12 @@ def test_ae_reports_reconstruction_error(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["reconstruction_error"] > 0
 
 
-def test_gmvae_writes_clusters_and_cluster_metrics(tmp_path):
+@pytest.mark.parametrize("init", ["umap", "gmm"])
+def test_gmvae_writes_clusters_and_cluster_metrics(tmp_path, init):
     out = tmp_path / "gmvae"
     code = main([
         "train", "--model", "gmvae", "--n-components", "6", "--epochs", "3",
-        "--pretrain-epochs", "2", "--out", str(out),
+        "--pretrain-epochs", "2", "--init", init, "--out", str(out),
     ])
     assert code == 0
     adata = ad.read_h5ad(out / "adata.h5ad")
@@ -61,8 +62,10 @@ def test_gmvae_writes_clusters_and_cluster_metrics(tmp_path):
     assert adata.obs["gmvae_cluster"].dtype == "category"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_components"] == 6
-    for key in ("gmvae_acc", "gmvae_nmi", "gmvae_ari"):
+    assert metrics["init"] == init
+    for key in ("gmvae_acc", "gmvae_nmi"):
         assert 0.0 <= metrics[key] <= 1.0
+    assert -1.0 <= metrics["gmvae_ari"] <= 1.0  # chance-adjusted: slightly negative after 3 epochs
     assert isinstance(metrics["collapsed_components"], list)
 
 

@@ -118,3 +118,75 @@ def test_more_components_than_cells_is_refused(pbmc):
     mixvi.model.GMVAE.setup_anndata(small)
     with pytest.raises(ValueError, match="n_components=10 is larger than the number of observations"):
         mixvi.model.GMVAE(small, n_components=10)
+
+
+def test_anchor_fixes_q_c_to_the_given_responsibilities():
+    torch.manual_seed(0)
+    module = GMVAEModule(6, n_components=3, n_latent=2)
+    x = torch.randn(4, 6)
+    rows = torch.tensor([[2], [0], [3], [1]])
+    tensors = {REGISTRY_KEYS.X_KEY: x, REGISTRY_KEYS.BATCH_KEY: torch.zeros(4, 1, dtype=torch.long)}
+    anchor = torch.log_softmax(torch.randn(5, 3), -1)
+    module.anchor_log_gamma = anchor
+    with pytest.raises(RuntimeError, match="row indices"):
+        module(tensors)
+    inf, _, out = module({**tensors, REGISTRY_KEYS.INDICES_KEY: rows})
+    gamma = anchor[rows.ravel()].exp()
+    qz = inf["qz"]
+    kl_each = torch.stack(
+        [kl_divergence(qz, Normal(module.prior_means[c], torch.exp(0.5 * module.prior_log_var[c]))).sum(-1) for c in range(3)],
+        dim=-1,
+    )
+    log_pi = module.log_weights()
+    expected = (gamma * kl_each).sum(-1) + (gamma * (gamma.log() - log_pi)).sum(-1)
+    torch.testing.assert_close(out.kl_local["kl_local"], expected)
+    module.anchor_log_gamma = None  # back to p(c|z): the KL changes
+    _, _, free = module({**tensors, REGISTRY_KEYS.INDICES_KEY: rows})
+    assert not torch.allclose(free.kl_local["kl_local"], expected)
+
+
+@pytest.mark.parametrize("method", ["gmm", "umap"])
+def test_init_mixture_finds_the_blobs_without_labels(method):
+    mixvi.settings.seed = 0
+    adata, labels = _blobs(seed=1)
+    mixvi.model.GMVAE.setup_anndata(adata)
+    model = mixvi.model.GMVAE(adata, n_components=5, n_latent=5, n_hidden=64)
+    model.train(max_epochs=1, pretrain_epochs=20, init=method, anchor_epochs=0, **QUIET)
+    start = model.init_mixture(method=method)
+    assert start.shape == (1000, 5)
+    np.testing.assert_allclose(start.sum(1), 1.0, rtol=1e-5)
+    assert adjusted_rand_score(labels, start.argmax(1)) >= 0.9
+    np.testing.assert_allclose(model.component_weights, start.mean(0), atol=1e-3)
+    with pytest.raises(ValueError, match="method must be"):
+        model.init_mixture(method="kmeans")
+    with pytest.raises(ValueError, match="init must be"):
+        model.train(max_epochs=1, init="kmeans")
+
+
+def test_row_index_is_filled_for_new_anndata(trained_blobs):
+    model, adata, _ = trained_blobs
+    np.testing.assert_array_equal(adata.obs["_mixvi_row"], np.arange(adata.n_obs))
+    other = ad.AnnData(adata.X[::-1][:37].copy())  # no row column, other order and size
+    latent = model.get_latent_representation(other)
+    assert latent.shape == (37, 5)
+    np.testing.assert_array_equal(other.obs["_mixvi_row"], np.arange(37))
+    np.testing.assert_allclose(latent[0], model.get_latent_representation(indices=[adata.n_obs - 1])[0], atol=1e-5)
+
+
+def test_compare_n_components_prefers_enough_components():
+    adata, _ = _blobs(seed=2)
+    mixvi.model.GMVAE.setup_anndata(adata)
+    table = mixvi.model.GMVAE.compare_n_components(
+        adata,
+        [1, 5],
+        model_kwargs={"n_latent": 5, "n_hidden": 64},
+        train_kwargs={"max_epochs": 30, "pretrain_epochs": 20, **QUIET},
+    )
+    assert list(table.index) == [1, 5]
+    assert set(table.columns) >= {"heldout_elbo", "train_elbo", "n_collapsed", "collapsed"}
+    assert np.isfinite(table[["heldout_elbo", "train_elbo"]].to_numpy()).all()
+    # one Gaussian cannot hold five separated blobs, so held-out cells score worse
+    assert table.loc[5, "heldout_elbo"] > table.loc[1, "heldout_elbo"]
+    assert table.loc[1, "n_collapsed"] == 0
+    with pytest.raises(ValueError, match="train_size"):
+        mixvi.model.GMVAE.compare_n_components(adata, [2], train_size=1.0)

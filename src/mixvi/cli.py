@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="training epochs (default: scvi-tools' heuristic)")
     train.add_argument("--n-latent", type=int, default=10, help="latent dimension (default: 10)")
     train.add_argument("--n-components", type=int, default=10, help="gmvae: mixture components K (default: 10)")
+    train.add_argument(
+        "--init", choices=("umap", "gmm"), default="umap", help="gmvae: how the mixture starts (default: umap)"
+    )
     train.add_argument("--pretrain-epochs", type=int, help="gmvae: autoencoder pretraining epochs (default: half of --epochs)")
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--lr", type=float, default=1e-3)
@@ -99,6 +102,7 @@ def run_train(args: argparse.Namespace) -> dict:
     if args.model == "gmvae":
         model_kwargs["n_components"] = args.n_components
         train_kwargs["pretrain_epochs"] = args.pretrain_epochs
+        train_kwargs["init"] = args.init
     model = cls(adata, likelihood=likelihood, n_latent=args.n_latent, **model_kwargs)
     start = time.perf_counter()
     model.train(
@@ -140,6 +144,7 @@ def run_train(args: argparse.Namespace) -> dict:
             metrics.update({f"gmvae_{k}": v for k, v in scores.items()})
     if args.model == "gmvae":
         metrics["n_components"] = args.n_components
+        metrics["init"] = args.init
         metrics["collapsed_components"] = model.collapsed_components()
     metrics = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in metrics.items()}
 

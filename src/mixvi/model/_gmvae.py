@@ -241,6 +241,72 @@ class GMVAE(ArchesMixin, VAE):
         self.module.set_prior(mass / mass.sum(), means, np.maximum(variances, 0) + 1e-4)
         return resp
 
+    @classmethod
+    def compare_n_components(
+        cls,
+        adata: AnnData,
+        n_components: Sequence[int],
+        train_size: float = 0.9,
+        seed: int = 0,
+        collapse_threshold: float = 0.01,
+        model_kwargs: Mapping | None = None,
+        train_kwargs: Mapping | None = None,
+    ) -> pd.DataFrame:
+        """Choose K: train one GMVAE per value of ``n_components`` and compare held-out ELBOs.
+
+        Every model is trained on the same random ``train_size`` fraction of the cells (the
+        split is fixed by ``seed``); the ELBO on the remaining cells estimates how well each K
+        generalises, so that larger K is not rewarded just for fitting more. Components whose
+        weight π_k fell below ``collapse_threshold`` are listed: several of them mean that K
+        is larger than the data support.
+
+        Parameters
+        ----------
+        adata
+            AnnData already registered with :meth:`setup_anndata`.
+        n_components
+            The values of K to compare.
+        train_size
+            Fraction of cells used for training; the rest is held out.
+        seed
+            Seed of the split and of the training (``mixvi.settings.seed``).
+        collapse_threshold
+            Weight below which a component counts as collapsed.
+        model_kwargs, train_kwargs
+            Passed to the constructor and to :meth:`train`.
+
+        Returns
+        -------
+        One row per K, with ``heldout_elbo`` (mean per cell; higher is better),
+        ``train_elbo``, ``n_collapsed`` and ``collapsed`` (the component indices).
+
+        Examples
+        --------
+        >>> mixvi.model.GMVAE.setup_anndata(adata)
+        >>> table = mixvi.model.GMVAE.compare_n_components(adata, [5, 10, 15], train_kwargs={"max_epochs": 50})
+        >>> best_k = int(table["heldout_elbo"].idxmax())
+        """
+        from .._settings import settings
+
+        if not 0 < train_size < 1:
+            raise ValueError(f"train_size must be in (0, 1) so that cells are held out, got {train_size}.")
+        rows = []
+        for k in n_components:
+            settings.seed = seed  # the same split and start for every K
+            model = cls(adata, n_components=int(k), **dict(model_kwargs or {}))
+            model.train(train_size=train_size, **dict(train_kwargs or {}))
+            collapsed = model.collapsed_components(collapse_threshold)
+            rows.append(
+                {
+                    "n_components": int(k),
+                    "heldout_elbo": float(model.get_elbo(indices=model.validation_indices)),
+                    "train_elbo": float(model.get_elbo(indices=model.train_indices)),
+                    "n_collapsed": len(collapsed),
+                    "collapsed": collapsed,
+                }
+            )
+        return pd.DataFrame(rows).set_index("n_components")
+
     @torch.inference_mode()
     def get_cluster_probabilities(
         self,
