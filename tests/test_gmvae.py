@@ -79,6 +79,7 @@ def test_probabilities_and_results(trained_blobs):
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     model.write_results(adata)
     assert adata.obsm["X_gmvae"].shape == (1000, 5)
+    np.testing.assert_allclose(adata.obsm["X_gmvae"], model.get_latent_representation(), atol=1e-6)
     assert adata.obs["gmvae_cluster"].dtype == "category"
     assert list(adata.obs["gmvae_cluster"].cat.categories) == ["0", "1", "2", "3", "4"]
     np.testing.assert_array_equal(adata.obsm["gmvae_probabilities"], probs)

@@ -17,6 +17,7 @@ from scvi.data.fields import (
     LayerField,
     NumericalObsField,
 )
+from scvi.dataloaders import DeviceBackedDataSplitter
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
@@ -24,6 +25,41 @@ from ..module._likelihoods import check_likelihood
 from ._validation import validate_for_likelihood, validate_for_setup
 
 logger = logging.getLogger("mixvi")
+
+LOADERS = ("auto", "device", "anndata")
+INFERENCE_BATCH_SIZE = 1024
+
+
+def free_memory(device: torch.device) -> int:
+    """Free bytes on ``device``: GPU memory for CUDA, available RAM otherwise."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0  # unknown: stay with the streaming loader
+
+
+class InMemoryDataSplitter(DeviceBackedDataSplitter):
+    """scvi-tools' device-backed splitter whose set-up leaves torch's random stream alone.
+
+    Building the on-device tensors iterates a DataLoader, which draws from the global torch
+    generator; undoing that draw makes a seeded run see the same minibatches, dropout masks
+    and z draws as with the streaming loader, so both paths give the same model.
+    """
+
+    def _get_tensor_dict(self, indices, device):
+        with torch.random.fork_rng(devices=[]):
+            return super()._get_tensor_dict(indices, device)
 
 
 class RowIndexField(NumericalObsField):
@@ -147,6 +183,7 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         devices: int | list[int] | str = "auto",
         train_size: float | None = None,
         early_stopping: bool = False,
+        loader: str = "auto",
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ):
@@ -171,6 +208,15 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             Fraction of cells used for training; the rest gives validation metrics.
         early_stopping
             Stop when the validation ELBO stops improving.
+        loader
+            How minibatches reach the model. ``"device"``: the registered data are put on
+            the training device once (GPU memory, or RAM on the CPU) and each minibatch is
+            an index into them (scvi-tools' :class:`~scvi.dataloaders.DeviceBackedDataSplitter`),
+            which removes the per-batch copy from the AnnData. ``"anndata"``: scvi-tools'
+            usual loader, which reads each minibatch from the AnnData (needed for backed
+            ``.h5ad`` files, data larger than memory and multi-process training). ``"auto"``
+            (default) picks ``"device"`` when the dense data take at most a quarter of the
+            device's free memory and training is single-process, ``"anndata"`` otherwise.
         plan_kwargs
             Extra arguments for :class:`scvi.train.TrainingPlan` (they take precedence).
         **trainer_kwargs
@@ -181,6 +227,15 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         if kl_warmup_epochs is None:
             kl_warmup_epochs = max_epochs // 4
         plan = {"lr": lr, "n_epochs_kl_warmup": kl_warmup_epochs, **(plan_kwargs or {})}
+        if self._resolve_loader(loader, accelerator, devices, trainer_kwargs) == "device":
+            trainer_kwargs["datamodule"] = InMemoryDataSplitter(
+                self.adata_manager,
+                train_size=train_size,
+                accelerator=accelerator,
+                device=devices,
+                batch_size=batch_size,
+                shuffle=True,
+            )
         return super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,
@@ -191,6 +246,29 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             plan_kwargs=plan,
             **trainer_kwargs,
         )
+
+    def _resolve_loader(self, loader: str, accelerator: str, devices, trainer_kwargs: dict) -> str:
+        """``"device"`` or ``"anndata"`` for :meth:`train`'s ``loader`` argument."""
+        if loader not in LOADERS:
+            raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}.")
+        if "datamodule" in trainer_kwargs:
+            return "anndata"  # the caller brought their own data module
+        if loader != "auto":
+            return loader
+        strategy = str(trainer_kwargs.get("strategy", ""))
+        if "ddp" in strategy or (isinstance(devices, int) and devices > 1) or isinstance(devices, list | tuple):
+            return "anndata"
+        if self.adata.isbacked:
+            return "anndata"
+        from scvi.model._utils import parse_device_args
+
+        _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
+        dense_bytes = 4 * self.adata.n_obs * self.summary_stats.n_vars
+        return "device" if dense_bytes <= free_memory(device) / 4 else "anndata"
+
+    def _make_data_loader(self, adata, indices=None, batch_size: int | None = None, *args, **kwargs):
+        # Inference needs no small minibatches: large ones amortise the per-batch overhead.
+        return super()._make_data_loader(adata, indices, batch_size or INFERENCE_BATCH_SIZE, *args, **kwargs)
 
     def write_results(self, adata: AnnData | None = None, batch_size: int | None = None) -> AnnData:
         """Write the model's results into ``adata`` (default: the AnnData it was trained on).
@@ -237,14 +315,21 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None,
         batch_size: int | None,
     ) -> np.ndarray:
-        """Apply ``fn(inference_inputs, inference_outputs) -> Tensor`` to each minibatch and stack."""
+        """Apply ``fn(inference_inputs, inference_outputs)`` to each minibatch and stack.
+
+        ``fn`` returns a tensor, or a tuple of tensors (then a tuple of arrays comes back), so
+        that several results share one encoder pass.
+        """
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         out = []
         for tensors in loader:
             inputs = self.module._get_inference_input(tensors)
-            out.append(fn(inputs, self.module.inference(**inputs)).cpu())
+            result = fn(inputs, self.module.inference(**inputs))
+            out.append(tuple(r.cpu() for r in result) if isinstance(result, tuple) else result.cpu())
+        if out and isinstance(out[0], tuple):
+            return tuple(torch.cat(parts).numpy() for parts in zip(*out, strict=True))
         return torch.cat(out).numpy()
 
     def _decode_observed(

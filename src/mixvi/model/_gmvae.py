@@ -343,8 +343,12 @@ class GMVAE(ArchesMixin, VAE):
         Fills ``obsm["X_gmvae"]`` (posterior means), ``obs["gmvae_cluster"]`` (categorical,
         one category per component) and ``obsm["gmvae_probabilities"]`` (q(c|x)).
         """
-        target = super().write_results(adata, batch_size)
-        probs = self.get_cluster_probabilities(target, batch_size=batch_size)
+        target = self.adata if adata is None else adata
+        with torch.inference_mode():  # one encoder pass gives both the latent and q(c|x)
+            latent, probs = self._map_minibatches(
+                lambda _, out: (out["qz"].loc, self.module.responsibilities(out["qz"].loc)), target, None, batch_size
+            )
+        target.obsm[self._latent_key] = latent
         target.obsm[self._probabilities_key] = probs
         target.obs[self._cluster_key] = pd.Categorical(
             probs.argmax(axis=1).astype(str), categories=[str(k) for k in range(probs.shape[1])]

@@ -1,0 +1,292 @@
+"""Training speed: mixvi against scvi-tools' SCVI and a bare PyTorch loop on the same network.
+
+Each measurement runs in a fresh process, so that peak memory (max RSS, and peak CUDA
+memory on a GPU) belongs to that method alone. Epoch times are the median over the epochs
+after a warm-up epoch. Writes ``results/speed.md`` and ``results/speed.json``.
+
+Usage::
+
+    python benchmarks/speed.py                 # 20,000 × 2,000 counts and Fashion-MNIST 70,000 × 784
+    python benchmarks/speed.py --epochs 6      # 1 warm-up + 5 timed epochs
+    python benchmarks/speed.py --smoke         # tiny data, 2 epochs (CI)
+
+Runs:
+
+- ``counts`` (NB likelihood): mixvi VAE (default loader), mixvi VAE with scvi-tools'
+  AnnData loader, SCVI with the same hidden size, layers, latent size, batch size and
+  epochs, the bare loop (the floor) over the mixvi module, and mixvi GMVAE.
+- ``fashion_mnist`` (Bernoulli): mixvi VAE, mixvi VAE with the AnnData loader, the bare loop,
+  GMVAE, and the time to compute latents for all images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+N_HIDDEN, N_LAYERS, N_LATENT, BATCH_SIZE, LR = 128, 1, 10, 128, 1e-3
+
+
+def make_data(name: str, smoke: bool):
+    import anndata as ad
+
+    import mixvi
+
+    if name == "counts":
+        from scvi.data import synthetic_iid
+
+        n_per, n_genes = (250, 50) if smoke else (10_000, 2_000)
+        adata = synthetic_iid(
+            batch_size=n_per, n_genes=n_genes, n_batches=2, n_labels=1, n_proteins=0
+        )
+        return ad.AnnData(np.asarray(adata.X, dtype=np.float32)), "nb"
+    adata = mixvi.data.fashion_mnist(split="all", n_obs=500 if smoke else None)
+    return adata, "bernoulli"
+
+
+class EpochTimer:
+    """Lightning callback: wall time of every training epoch."""
+
+    def __init__(self) -> None:
+        from lightning.pytorch.callbacks import Callback
+
+        timer = self
+
+        class _Callback(Callback):
+            def on_train_epoch_start(self, trainer, module):
+                timer._start = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, module):
+                timer.times.append(time.perf_counter() - timer._start)
+
+        self.times: list[float] = []
+        self.callback = _Callback()
+
+
+def bare_loop(module, x, library_free_tensors: dict, epochs: int, device) -> list[float]:
+    """The floor: the same module and optimiser over in-memory tensors, no framework."""
+    import torch
+    from scvi import REGISTRY_KEYS
+
+    module.to(device).train()
+    x = x.to(device)
+    extra = {k: v.to(device) for k, v in library_free_tensors.items()}
+    optimiser = torch.optim.Adam(module.parameters(), lr=LR, eps=0.01, weight_decay=1e-6)
+    times = []
+    n = x.shape[0]
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for rows in torch.randperm(n, device=device).split(BATCH_SIZE):
+            tensors = {REGISTRY_KEYS.X_KEY: x[rows], **{k: v[rows] for k, v in extra.items()}}
+            _, _, loss = module(tensors)
+            optimiser.zero_grad(set_to_none=True)
+            loss.loss.backward()
+            optimiser.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(dataset: str, method: str, epochs: int, smoke: bool, accelerator: str) -> dict:
+    """Train one method in this (fresh) process; return epoch times, throughput and memory."""
+    import torch
+    from scvi import REGISTRY_KEYS
+
+    import mixvi
+
+    torch.set_num_threads(torch.get_num_threads())
+    mixvi.settings.seed = 0
+    adata, likelihood = make_data(dataset, smoke)
+    quiet = {"enable_progress_bar": False, "enable_model_summary": False, "train_size": 1.0}
+    timer = EpochTimer()
+    common = {
+        "max_epochs": epochs,
+        "batch_size": BATCH_SIZE,
+        "accelerator": accelerator,
+        "callbacks": [timer.callback],
+    }
+    result: dict = {
+        "dataset": dataset,
+        "method": method,
+        "n_obs": adata.n_obs,
+        "n_vars": adata.n_vars,
+    }
+    if method == "scvi":
+        import scvi
+
+        scvi.model.SCVI.setup_anndata(adata)
+        model = scvi.model.SCVI(
+            adata, n_hidden=N_HIDDEN, n_layers=N_LAYERS, n_latent=N_LATENT, gene_likelihood="nb"
+        )
+        model.train(plan_kwargs={"lr": LR}, **common, **quiet)
+        times = timer.times
+    elif method in ("mixvi", "mixvi_anndata_loader", "gmvae"):
+        cls = mixvi.model.GMVAE if method == "gmvae" else mixvi.model.VAE
+        cls.setup_anndata(adata)
+        kwargs = {"n_components": 10} if method == "gmvae" else {}
+        model = cls(
+            adata,
+            likelihood=likelihood,
+            n_hidden=N_HIDDEN,
+            n_layers=N_LAYERS,
+            n_latent=N_LATENT,
+            dropout_rate=0.1,
+            **kwargs,
+        )
+        train = {"pretrain_epochs": 0, "plan_kwargs": {"eps": 0.01}} if method == "gmvae" else {}
+        loader = "anndata" if method == "mixvi_anndata_loader" else "auto"
+        result["loader"] = model._resolve_loader(loader, accelerator, "auto", {})
+        model.train(lr=LR, loader=loader, **train, **common, **quiet)
+        times = timer.times
+        if method == "mixvi" and dataset == "fashion_mnist":
+            for batch_size in (None, 128):
+                start = time.perf_counter()
+                model.get_latent_representation(batch_size=batch_size)
+                result[
+                    f"latent_seconds_batch_{batch_size or mixvi.model._base.INFERENCE_BATCH_SIZE}"
+                ] = time.perf_counter() - start
+    elif method == "bare":
+        from mixvi.module import VAEModule
+
+        device = torch.device(
+            "cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+        )
+        module = VAEModule(
+            adata.n_vars,
+            likelihood=likelihood,
+            n_hidden=N_HIDDEN,
+            n_layers=N_LAYERS,
+            n_latent=N_LATENT,
+            dropout_rate=0.1,
+        )
+        x = torch.as_tensor(np.asarray(adata.X, dtype=np.float32))
+        extra = {REGISTRY_KEYS.BATCH_KEY: torch.zeros(adata.n_obs, 1, dtype=torch.long)}
+        times = bare_loop(module, x, extra, epochs, device)
+    else:
+        raise ValueError(method)
+    timed = times[1:] if len(times) > 1 else times
+    result["epoch_seconds"] = statistics.median(timed)
+    result["epoch_times"] = times
+    result["cells_per_second"] = adata.n_obs / result["epoch_seconds"]
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def _child(queue, *args) -> None:
+    try:
+        queue.put(measure(*args))
+    except BaseException as error:  # report, don't hang the parent
+        queue.put({"error": repr(error)})
+
+
+def run_isolated(*args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, *args))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if "error" in result:
+        raise RuntimeError(f"{args[:2]} failed: {result['error']}")
+    return result
+
+
+PLAN = {
+    "counts": ["bare", "mixvi", "mixvi_anndata_loader", "scvi", "gmvae"],
+    "fashion_mnist": ["bare", "mixvi", "mixvi_anndata_loader", "gmvae"],
+}
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| dataset | method | loader | s/epoch | cells/s | × bare | × SCVI | × mixvi VAE | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    by = {(r["dataset"], r["method"]): r for r in results}
+    for r in results:
+        bare = by.get((r["dataset"], "bare"))
+        scvi_r = by.get((r["dataset"], "scvi"))
+        vae = by.get((r["dataset"], "mixvi"))
+        ratio = lambda ref: f"{r['epoch_seconds'] / ref['epoch_seconds']:.2f}" if ref else "–"  # noqa: E731
+        lines.append(
+            f"| {r['dataset']} ({r['n_obs']}×{r['n_vars']}) | {r['method']} | {r.get('loader', '–')} | "
+            f"{r['epoch_seconds']:.2f} | {r['cells_per_second']:.0f} | {ratio(bare)} | {ratio(scvi_r)} | "
+            f"{ratio(vae)} | {r['peak_rss_mb']:.0f} |"
+        )
+    extra = [
+        f"- latents for {r['n_obs']} images: "
+        + ", ".join(
+            f"{k.removeprefix('latent_seconds_')} {v:.2f} s"
+            for k, v in r.items()
+            if k.startswith("latent_seconds")
+        )
+        for r in results
+        if any(k.startswith("latent_seconds") for k in r)
+    ]
+    return "\n".join([*lines, "", *extra])
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(PLAN), choices=list(PLAN))
+    parser.add_argument("--epochs", type=int, default=4, help="1 warm-up epoch + the timed ones")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    epochs = 2 if args.smoke else args.epochs
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from quality import _commit, _machine
+
+    start = time.perf_counter()
+    results = []
+    for dataset in args.datasets:
+        for method in PLAN[dataset]:
+            results.append(run_isolated(dataset, method, epochs, args.smoke, args.accelerator))
+            print(f"{dataset} {method}: {results[-1]['epoch_seconds']:.2f} s/epoch", flush=True)
+    meta = {
+        "command": "python "
+        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "commit": _commit(),
+        "machine": _machine(),
+        "epochs": epochs,
+        "wall_seconds": time.perf_counter() - start,
+        "smoke": args.smoke,
+    }
+    text = "\n".join(
+        [
+            "# Training speed",
+            "",
+            f"- command: `{meta['command']}`",
+            f"- commit: `{meta['commit']}`",
+            f"- machine: {meta['machine']}",
+            f"- {epochs} epochs per run, median of all but the first; batch {BATCH_SIZE}, "
+            f"{N_LAYERS} hidden layer(s) of {N_HIDDEN}, latent {N_LATENT}",
+            "",
+            table(results),
+            "",
+        ]
+    )
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / ("speed_smoke" if args.smoke else "speed")
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

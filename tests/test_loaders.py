@@ -1,0 +1,108 @@
+"""The in-memory (device-backed) training path: chosen by default when it fits, same model as the AnnData loader."""
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+from conftest import QUIET
+from scvi.model.base import BaseModelClass
+
+import mixvi
+
+
+def _train(cls, adata, loader, **kwargs):
+    mixvi.settings.seed = 0
+    cls.setup_anndata(adata, **kwargs.pop("setup", {}))
+    model = cls(adata, n_hidden=32, **kwargs.pop("model", {}))
+    model.train(max_epochs=3, loader=loader, **kwargs, **QUIET)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("cls", "extra"),
+    [
+        (mixvi.model.VAE, {}),
+        (
+            mixvi.model.CVAE,
+            {
+                "setup": {"layer": "counts", "condition_key": "condition"},
+                "model": {"likelihood": "nb"},
+            },
+        ),
+        (mixvi.model.GMVAE, {"model": {"n_components": 3}, "pretrain_epochs": 2}),
+    ],
+)
+def test_device_path_gives_the_same_model_as_the_anndata_loader(counts_adata, pbmc, cls, extra):
+    adata = counts_adata if cls is mixvi.model.CVAE else pbmc
+    fast = _train(
+        cls,
+        adata.copy(),
+        "device",
+        **{k: dict(v) if isinstance(v, dict) else v for k, v in extra.items()},
+    )
+    slow = _train(
+        cls,
+        adata.copy(),
+        "anndata",
+        **{k: dict(v) if isinstance(v, dict) else v for k, v in extra.items()},
+    )
+    for key in ("elbo_train", "reconstruction_loss_train"):
+        np.testing.assert_allclose(
+            fast.history[key].to_numpy(dtype=float),
+            slow.history[key].to_numpy(dtype=float),
+            rtol=1e-5,
+        )
+    np.testing.assert_allclose(
+        fast.get_latent_representation(), slow.get_latent_representation(), atol=1e-5
+    )
+    np.testing.assert_array_equal(np.sort(fast.train_indices), np.sort(slow.train_indices))
+
+
+def test_auto_picks_the_device_path_only_where_it_applies(pbmc, tmp_path):
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc)
+    assert model._resolve_loader("auto", "cpu", "auto", {}) == "device"
+    assert model._resolve_loader("anndata", "cpu", "auto", {}) == "anndata"
+    assert model._resolve_loader("auto", "cpu", 2, {"strategy": "ddp"}) == "anndata"
+    assert model._resolve_loader("device", "cpu", "auto", {"datamodule": object()}) == "anndata"
+    with pytest.raises(ValueError, match="loader must be one of"):
+        model._resolve_loader("gpu", "cpu", "auto", {})
+    with pytest.raises(ValueError, match="loader must be one of"):
+        model.train(max_epochs=1, loader="fast", **QUIET)
+
+    path = tmp_path / "backed.h5ad"
+    ad.AnnData(pbmc.X.copy()).write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    mixvi.model.VAE.setup_anndata(backed)
+    assert mixvi.model.VAE(backed)._resolve_loader("auto", "cpu", "auto", {}) == "anndata"
+
+
+def test_auto_falls_back_when_the_data_do_not_fit(pbmc, monkeypatch):
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc)
+    dense_bytes = 4 * pbmc.n_obs * pbmc.n_vars
+    monkeypatch.setattr(mixvi.model._base, "free_memory", lambda device: 4 * dense_bytes - 1)
+    assert model._resolve_loader("auto", "cpu", "auto", {}) == "anndata"
+    monkeypatch.setattr(mixvi.model._base, "free_memory", lambda device: 4 * dense_bytes)
+    assert model._resolve_loader("auto", "cpu", "auto", {}) == "device"
+
+
+def test_free_memory_is_positive_on_this_machine():
+    assert mixvi.model._base.free_memory(torch.device("cpu")) > 0
+
+
+def test_inference_uses_large_minibatches(pbmc, monkeypatch):
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc)
+    model.train(max_epochs=1, **QUIET)
+    sizes = []
+    original = BaseModelClass._make_data_loader
+
+    def spy(self, adata, indices=None, batch_size=None, *args, **kwargs):
+        sizes.append(batch_size)
+        return original(self, adata, indices, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(BaseModelClass, "_make_data_loader", spy)
+    model.get_latent_representation()
+    model.get_latent_representation(batch_size=64)
+    assert sizes == [mixvi.model._base.INFERENCE_BATCH_SIZE, 64]
