@@ -209,6 +209,10 @@ PLAN = {
 }
 
 
+def _ratio(row: dict, ref: dict | None) -> str:
+    return f"{row['epoch_seconds'] / ref['epoch_seconds']:.2f}" if ref else "–"
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| dataset | method | loader | s/epoch | cells/s | × bare | × SCVI | × mixvi VAE | peak RSS MB |",
@@ -219,11 +223,10 @@ def table(results: list[dict]) -> str:
         bare = by.get((r["dataset"], "bare"))
         scvi_r = by.get((r["dataset"], "scvi"))
         vae = by.get((r["dataset"], "mixvi"))
-        ratio = lambda ref: f"{r['epoch_seconds'] / ref['epoch_seconds']:.2f}" if ref else "–"  # noqa: E731
         lines.append(
             f"| {r['dataset']} ({r['n_obs']}×{r['n_vars']}) | {r['method']} | {r.get('loader', '–')} | "
-            f"{r['epoch_seconds']:.2f} | {r['cells_per_second']:.0f} | {ratio(bare)} | {ratio(scvi_r)} | "
-            f"{ratio(vae)} | {r['peak_rss_mb']:.0f} |"
+            f"{r['epoch_seconds']:.2f} | {r['cells_per_second']:.0f} | {_ratio(r, bare)} | {_ratio(r, scvi_r)} | "
+            f"{_ratio(r, vae)} | {r['peak_rss_mb']:.0f} |"
         )
     extra = [
         f"- latents for {r['n_obs']} images: "
