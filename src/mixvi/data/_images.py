@@ -90,6 +90,11 @@ def images_to_anndata(
 def image_shape_of(adata: AnnData) -> tuple[int, ...]:
     """``adata.uns["image_shape"]``, checked against the number of features.
 
+    Parameters
+    ----------
+    adata
+        AnnData made by :func:`images_to_anndata` (or with ``uns["image_shape"]``).
+
     Raises
     ------
     ValueError

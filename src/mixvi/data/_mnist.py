@@ -120,6 +120,17 @@ def locate_files(
 ) -> dict[str, tuple[Path, Path]]:
     """Find (or download) the image and label files of each requested split.
 
+    Parameters
+    ----------
+    dataset
+        The dataset description (:data:`MNIST` or :data:`FASHION_MNIST`).
+    split
+        ``"train"``, ``"test"`` or ``"all"``.
+    path
+        Directory holding the IDX files; when given, nothing else is searched.
+    download
+        Download (SHA-256 checked) when the files are not found locally.
+
     Returns
     -------
     Mapping from split name to ``(images_file, labels_file)``.
@@ -278,6 +289,11 @@ def fashion_mnist(
     (``/usr/share/datasets/fashion-mnist``). Parameters and returns are as in :func:`mnist`;
     labels are the class names (T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal,
     Shirt, Sneaker, Bag, Ankle boot).
+
+    Parameters
+    ----------
+    split, n_obs, binarize, path, download, seed
+        As in :func:`mnist`.
 
     Examples
     --------

@@ -47,6 +47,13 @@ def clustering_accuracy(labels: Sequence | np.ndarray, predicted: Sequence | np.
 def clustering_scores(labels: Sequence | np.ndarray, predicted: Sequence | np.ndarray) -> dict[str, float]:
     """ACC (Hungarian), NMI and ARI of ``predicted`` against ``labels``.
 
+    Parameters
+    ----------
+    labels
+        Reference labels (used only to score).
+    predicted
+        Predicted cluster of each observation.
+
     Returns
     -------
     ``{"acc": ..., "nmi": ..., "ari": ...}``.

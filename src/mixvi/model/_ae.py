@@ -84,7 +84,17 @@ class AE(MixviModel):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
     ) -> np.ndarray:
-        """The code z = ψ(x) of each observation, shape ``(n_obs, n_latent)``."""
+        """The code z = ψ(x) of each observation, shape ``(n_obs, n_latent)``.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the same features as the training data (default: the training AnnData).
+        indices
+            Indices of the observations to use (default: all).
+        batch_size
+            Minibatch size (default: 1024).
+        """
         return self._map_minibatches(lambda _, out: out["z"], adata, indices, batch_size)
 
     @torch.inference_mode()
@@ -94,7 +104,17 @@ class AE(MixviModel):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
     ) -> float:
-        """Mean -log p(x|z) per observation (summed over features)."""
+        """Mean -log p(x|z) per observation (summed over features).
+
+        Parameters
+        ----------
+        adata
+            AnnData with the same features as the training data (default: the training AnnData).
+        indices
+            Indices of the observations to use (default: all).
+        batch_size
+            Minibatch size (default: 1024).
+        """
         from scvi.model.base._log_likelihood import compute_reconstruction_error
 
         adata = self._validate_anndata(adata)

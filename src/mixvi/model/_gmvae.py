@@ -314,7 +314,17 @@ class GMVAE(ArchesMixin, VAE):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
     ) -> np.ndarray:
-        """q(c|x) = p(c|z) at the posterior mean of z; shape ``(n_obs, n_components)``, rows sum to 1."""
+        """q(c|x) = p(c|z) at the posterior mean of z; shape ``(n_obs, n_components)``, rows sum to 1.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the same features as the training data (default: the training AnnData).
+        indices
+            Indices of the observations to use (default: all).
+        batch_size
+            Minibatch size (default: 1024).
+        """
         return self._map_minibatches(
             lambda _, out: self.module.responsibilities(out["qz"].loc), adata, indices, batch_size
         )
@@ -325,7 +335,17 @@ class GMVAE(ArchesMixin, VAE):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
     ) -> np.ndarray:
-        """The most probable component of each observation."""
+        """The most probable component of each observation.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the same features as the training data (default: the training AnnData).
+        indices
+            Indices of the observations to use (default: all).
+        batch_size
+            Minibatch size (default: 1024).
+        """
         return self.get_cluster_probabilities(adata, indices, batch_size).argmax(axis=1)
 
     @property
@@ -334,7 +354,13 @@ class GMVAE(ArchesMixin, VAE):
         return self.module.log_weights().exp().detach().cpu().numpy()
 
     def collapsed_components(self, threshold: float = 0.01) -> list[int]:
-        """Components whose weight π_k fell below ``threshold`` (a sign that K is too large)."""
+        """Components whose weight π_k fell below ``threshold`` (a sign that K is too large).
+
+        Parameters
+        ----------
+        threshold
+            Weight below which a component counts as collapsed.
+        """
         return [int(k) for k in np.flatnonzero(self.component_weights < threshold)]
 
     def write_results(self, adata: AnnData | None = None, batch_size: int | None = None) -> AnnData:
@@ -342,6 +368,13 @@ class GMVAE(ArchesMixin, VAE):
 
         Fills ``obsm["X_gmvae"]`` (posterior means), ``obs["gmvae_cluster"]`` (categorical,
         one category per component) and ``obsm["gmvae_probabilities"]`` (q(c|x)).
+
+        Parameters
+        ----------
+        adata
+            AnnData to write into (default: the training AnnData).
+        batch_size
+            Minibatch size (default: 1024).
         """
         target = self.adata if adata is None else adata
         with torch.inference_mode():  # one encoder pass gives both the latent and q(c|x)

@@ -127,7 +127,19 @@ def validate_for_likelihood(adata: AnnData, layer: str | None, likelihood: str) 
 
 
 def infer_likelihood(adata: AnnData, layer: str | None = None) -> str:
-    """Suggest a likelihood from the values: counts → ``"nb"``, [0, 1] → ``"bernoulli"``, else ``"normal"``."""
+    """Suggest a likelihood from the values: counts → ``"nb"``, [0, 1] → ``"bernoulli"``, else ``"normal"``.
+
+    Parameters
+    ----------
+    adata
+        The data.
+    layer
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
+
+    Returns
+    -------
+    One of ``"nb"``, ``"bernoulli"`` and ``"normal"``.
+    """
     matrix = get_matrix(adata, layer)
     is_int = nonneg = unit = True
     for values in _chunks(matrix):

@@ -15,6 +15,13 @@ class AEModule(AutoencoderBase):
     With ``n_layers=0`` both maps are affine; trained with the normal likelihood at a fixed
     scale on centred data, the decoder's columns span the top principal subspace.
     All parameters are those of :class:`~mixvi.module.AutoencoderBase`.
+
+    Parameters
+    ----------
+    n_input
+        Number of features.
+    **kwargs
+        See :class:`~mixvi.module.AutoencoderBase`.
     """
 
     def __init__(self, n_input: int, **kwargs) -> None:

@@ -50,7 +50,17 @@ class GMVAEModule(VAEModule):
 
     @torch.no_grad()
     def set_prior(self, weights: np.ndarray, means: np.ndarray, variances: np.ndarray) -> None:
-        """Set π, μ and σ² (e.g. from a fitted ``GaussianMixture``)."""
+        """Set π, μ and σ² (e.g. from a fitted ``GaussianMixture``).
+
+        Parameters
+        ----------
+        weights
+            Mixture weights π, shape ``(K,)`` (normalised here).
+        means
+            Component means, shape ``(K, n_latent)``.
+        variances
+            Component variances σ², shape ``(K, n_latent)``.
+        """
         device = self.prior_means.device
         weights = np.clip(np.asarray(weights, dtype=np.float64), 1e-8, None)
         self.prior_logits.copy_(torch.as_tensor(np.log(weights / weights.sum()), device=device))
@@ -62,7 +72,13 @@ class GMVAEModule(VAEModule):
         return torch.log_softmax(self.prior_logits, dim=-1)
 
     def log_pz_given_c(self, z: torch.Tensor) -> torch.Tensor:
-        """log N(z; μ_c, σ_c²) for every component, shape ``(..., K)``."""
+        """log N(z; μ_c, σ_c²) for every component, shape ``(..., K)``.
+
+        Parameters
+        ----------
+        z
+            Latent points, shape ``(..., n_latent)``.
+        """
         z = z.unsqueeze(-2)
         var = torch.exp(self.prior_log_var)
         return -0.5 * (
@@ -70,11 +86,23 @@ class GMVAEModule(VAEModule):
         ).sum(-1)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) = logsumexp_c [log π_c + log N(z; μ_c, σ_c²)]."""
+        """log p(z) = logsumexp_c [log π_c + log N(z; μ_c, σ_c²)].
+
+        Parameters
+        ----------
+        z
+            Latent points, shape ``(..., n_latent)``.
+        """
         return torch.logsumexp(self.log_weights() + self.log_pz_given_c(z), dim=-1)
 
     def responsibilities(self, z: torch.Tensor) -> torch.Tensor:
-        """γ = p(c|z), shape ``(..., K)``; rows sum to 1."""
+        """γ = p(c|z), shape ``(..., K)``; rows sum to 1.
+
+        Parameters
+        ----------
+        z
+            Latent points, shape ``(..., n_latent)``.
+        """
         return torch.softmax(self.log_weights() + self.log_pz_given_c(z), dim=-1)
 
     def inference(self, *args, **kwargs) -> dict:

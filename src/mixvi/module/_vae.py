@@ -60,7 +60,13 @@ class VAEModule(AutoencoderBase):
 
     # -- prior -----------------------------------------------------------------------------
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z), summed over latent dimensions."""
+        """log p(z), summed over latent dimensions.
+
+        Parameters
+        ----------
+        z
+            Latent points, shape ``(..., n_latent)``.
+        """
         return Normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(dim=-1)
 
     def kl_local(self, inference_outputs: dict, tensors: dict | None = None) -> torch.Tensor:
@@ -91,6 +97,17 @@ class VAEModule(AutoencoderBase):
         """Importance-sampled log p(x) with q(z|x) as proposal.
 
         ``log p(x) ≈ logsumexp_s [log p(x|z_s) + log p(z_s) - log q(z_s|x)] - log S``.
+
+        Parameters
+        ----------
+        tensors
+            A minibatch as produced by scvi-tools' data loaders.
+        n_mc_samples
+            Importance samples per observation.
+        return_mean
+            Return the mean over observations instead of one value per observation.
+        n_mc_samples_per_pass
+            Samples drawn at once (bounds memory).
         """
         inputs = self._get_inference_input(tensors)
         x = inputs["x"]
