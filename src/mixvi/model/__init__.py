@@ -3,7 +3,8 @@
 from ._ae import AE
 from ._cvae import CVAE
 from ._gmvae import GMVAE
+from ._safe_load import CorruptModelFileError, UnsafeModelFileError
 from ._vae import VAE
 from ._validation import infer_likelihood
 
-__all__ = ["AE", "CVAE", "GMVAE", "VAE", "infer_likelihood"]
+__all__ = ["AE", "CVAE", "CorruptModelFileError", "GMVAE", "UnsafeModelFileError", "VAE", "infer_likelihood"]

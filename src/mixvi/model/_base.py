@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -19,9 +21,10 @@ from scvi.data.fields import (
 )
 from scvi.dataloaders import DeviceBackedDataSplitter
 from scvi.model._utils import get_max_epochs_heuristic
-from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
 
 from ..module._likelihoods import check_likelihood
+from ._guard import NonFiniteLossError, TrainingGuard
 from ._validation import validate_for_likelihood, validate_for_setup
 
 logger = logging.getLogger("mixvi")
@@ -236,15 +239,100 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
                 batch_size=batch_size,
                 shuffle=True,
             )
-        return super().train(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            train_size=train_size,
-            batch_size=batch_size,
-            early_stopping=early_stopping,
-            plan_kwargs=plan,
-            **trainer_kwargs,
+        guard = TrainingGuard()
+        trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), guard]
+        try:
+            return super().train(
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                train_size=train_size,
+                batch_size=batch_size,
+                early_stopping=early_stopping,
+                plan_kwargs=plan,
+                **trainer_kwargs,
+            )
+        except (NonFiniteLossError, ValueError) as raised:
+            error = guard.as_non_finite(raised)
+            if error is None:
+                raise
+            guard.restore(self.module)
+            likelihood = getattr(self.module, "likelihood", "?")
+            hint = (
+                f"The model holds the weights from the end of epoch {guard.good_epoch}. Likely causes: "
+                f"a learning rate that is too high (lr={plan['lr']}; try a tenth), or a likelihood that "
+                f"does not suit the data (likelihood={likelihood!r}: 'normal' for scaled or log data, "
+                "'nb' for raw counts, 'bernoulli' for values in [0, 1])."
+            )
+            raise NonFiniteLossError(error.value, error.epoch, error.step, hint) from None
+        except (KeyboardInterrupt, SystemExit) as interrupt:
+            # Lightning turns Ctrl+C into sys.exit(1) and ignores further SIGINTs; undo both.
+            if isinstance(interrupt, SystemExit) and not guard.interrupted:
+                raise
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            guard.restore(self.module)
+            self.module.eval()
+            if guard.good_epoch > 0:
+                self.is_trained_ = True
+            logger.warning(
+                "Training interrupted; the model holds the weights from the end of epoch %d.", guard.good_epoch
+            )
+            raise KeyboardInterrupt(f"training interrupted after {guard.good_epoch} complete epoch(s)") from None
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        backup_url: str | None = None,
+        **kwargs,
+    ):
+        """Load a model saved with :meth:`save`, refusing files that could run code.
+
+        The file is first opened with ``torch.load(weights_only=True)`` and an allowlist of
+        the types a saved model holds (see :mod:`mixvi.model._safe_load`); only then does
+        scvi-tools read it.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            AnnData to attach (its ``var_names`` must match); the saved one by default.
+        accelerator, device
+            Where to put the model.
+        prefix
+            File-name prefix used when saving.
+        backup_url
+            URL to fetch ``model.pt`` from when it is not in ``dir_path``; the downloaded
+            file goes through the same check.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+
+        Raises
+        ------
+        UnsafeModelFileError
+            If the file would need anything beyond tensors, arrays and tables.
+        CorruptModelFileError
+            If the directory is missing its model file, or the file is truncated.
+        ValueError
+            If ``adata.var_names`` differ from the training data's (scvi-tools only warns,
+            and a different order would silently mix features up).
+        """
+        from ._safe_load import check_model_file, model_file
+
+        if backup_url is not None and not os.path.isfile(model_file(dir_path, prefix)):
+            from scvi.data._download import _download
+
+            _download(backup_url, dir_path, os.path.basename(model_file(dir_path, prefix)))
+        saved = check_model_file(dir_path, prefix)
+        if adata is not None:
+            _check_var_names(np.asarray(saved["var_names"]).astype(str), adata)
+        return super().load(
+            dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
         )
 
     def _resolve_loader(self, loader: str, accelerator: str, devices, trainer_kwargs: dict) -> str:
@@ -361,3 +449,68 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
     def _median_library_size(self) -> float:
         matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         return float(np.median(np.asarray(matrix.sum(axis=1)).ravel()))
+
+
+def _check_var_names(saved: np.ndarray, adata: AnnData) -> None:
+    current = np.asarray(adata.var_names).astype(str)
+    if len(current) == len(saved) and (current == saved).all():
+        return
+    missing = np.setdiff1d(saved, current)
+    extra = np.setdiff1d(current, saved)
+    if len(missing) == 0 and len(extra) == 0:
+        raise ValueError(
+            "adata.var_names hold the model's features in another order; reorder with "
+            "adata[:, model_var_names] before loading."
+        )
+    raise ValueError(
+        f"adata.var_names do not match the model's features: {len(missing)} missing "
+        f"(e.g. {list(missing[:3])}), {len(extra)} not in the model (e.g. {list(extra[:3])}). "
+        "For query data, use prepare_query_anndata / load_query_data."
+    )
+
+
+class ReferenceMappingMixin(ArchesMixin):
+    """scArches query mapping (scvi-tools' ArchesMixin) with the safe model-file check.
+
+    A reference model given as a path is checked like :meth:`MixviModel.load` before
+    scvi-tools reads it.
+    """
+
+    @classmethod
+    def load_query_data(cls, adata: AnnData | None = None, reference_model=None, *args, **kwargs):
+        """Map query data onto a trained reference; see :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+
+        Parameters
+        ----------
+        adata
+            Query AnnData with the reference's features.
+        reference_model
+            A trained model, or the directory it was saved to (checked before loading).
+        *args, **kwargs
+            Passed to scvi-tools.
+        """
+        return super().load_query_data(adata, _checked_reference(reference_model), *args, **kwargs)
+
+    @staticmethod
+    def prepare_query_anndata(adata: AnnData, reference_model, *args, **kwargs):
+        """Pad and order the query's features like the reference's; see scvi-tools.
+
+        Parameters
+        ----------
+        adata
+            Query AnnData.
+        reference_model
+            A trained model, or the directory it was saved to (checked before loading).
+        *args, **kwargs
+            Passed to scvi-tools.
+        """
+        return ArchesMixin.prepare_query_anndata(adata, _checked_reference(reference_model), *args, **kwargs)
+
+
+def _checked_reference(reference_model):
+    if isinstance(reference_model, str | os.PathLike):
+        from ._safe_load import check_model_file
+
+        check_model_file(reference_model)
+        return os.fspath(reference_model)
+    return reference_model

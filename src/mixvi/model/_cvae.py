@@ -8,13 +8,12 @@ import numpy as np
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
-from scvi.model.base import ArchesMixin
 
-from ._base import register_anndata
+from ._base import ReferenceMappingMixin, register_anndata
 from ._vae import VAE
 
 
-class CVAE(ArchesMixin, VAE):
+class CVAE(ReferenceMappingMixin, VAE):
     """Conditional VAE: condition categories go one-hot into the encoder and the decoder.
 
     Decoding a cell's latent under another condition gives a counterfactual

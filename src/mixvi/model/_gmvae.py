@@ -9,16 +9,15 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scvi.model.base import ArchesMixin
 
 from ..module import GMVAEModule
-from ._base import register_anndata
+from ._base import ReferenceMappingMixin, register_anndata
 from ._vae import VAE
 
 logger = logging.getLogger("mixvi")
 
 
-class GMVAE(ArchesMixin, VAE):
+class GMVAE(ReferenceMappingMixin, VAE):
     """Gaussian-mixture VAE (VaDE-style) for clustering.
 
     p(c) = softmax(logits), p(z|c) = N(μ_c, diag σ_c²), q(z|x) a diagonal Gaussian and

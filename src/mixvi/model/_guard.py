@@ -1,0 +1,69 @@
+"""Training that fails loudly and leaves a usable model: non-finite losses and interrupts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, value: float, epoch: int, step: int, hint: str = "") -> None:
+        self.value, self.epoch, self.step = value, epoch, step
+        super().__init__(f"The training loss became {value} in epoch {epoch} (step {step}). {hint}".strip())
+
+
+class TrainingGuard(Callback):
+    """Keeps the weights of the last completed epoch and stops at the first non-finite loss.
+
+    The copy lives on the CPU and is refreshed at the end of every training epoch, so after
+    a failure or an interrupt the model can be put back to its last good state.
+    """
+
+    def __init__(self) -> None:
+        self.good_state: dict[str, torch.Tensor] | None = None
+        self.good_epoch = 0
+        self.interrupted = False
+        self.epoch = self.step = 0
+
+    def _snapshot(self, pl_module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in pl_module.module.state_dict().items()}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.good_state = self._snapshot(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.good_state = self._snapshot(pl_module)
+        self.good_epoch = trainer.current_epoch + 1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.epoch, self.step = trainer.current_epoch + 1, trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
+            raise NonFiniteLossError(float(loss.detach().float().mean()), trainer.current_epoch + 1, trainer.global_step)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.interrupted = isinstance(exception, KeyboardInterrupt)
+
+    def as_non_finite(self, error: BaseException) -> NonFiniteLossError | None:
+        """The NonFiniteLossError behind ``error``, if it is one.
+
+        NaN often surfaces before the loss does: torch.distributions refuses NaN parameters
+        with a ValueError ("found invalid values").
+        """
+        if isinstance(error, NonFiniteLossError):
+            return error
+        if isinstance(error, ValueError) and "invalid values" in str(error):
+            return NonFiniteLossError(float("nan"), self.epoch, self.step)
+        return None
+
+    def restore(self, module: torch.nn.Module) -> None:
+        """Put ``module`` back to the weights of the last completed epoch (or the start)."""
+        if self.good_state is not None:
+            device = next(module.parameters()).device
+            module.load_state_dict({k: v.to(device) for k, v in self.good_state.items()})

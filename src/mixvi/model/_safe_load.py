@@ -1,0 +1,116 @@
+"""Loading saved models without running code from the file.
+
+scvi-tools reads ``model.pt`` with ``torch.load(weights_only=False)``, i.e. full pickle:
+a crafted file runs arbitrary code on load. Before scvi-tools touches a file, mixvi opens
+it with a restricted unpickler (the "restricting globals" recipe of Python's pickle
+documentation) that resolves only an allowlist of the types a saved model holds:
+tensors, numpy arrays, dtypes and scalars, pandas frames and indexes, and plain
+containers. torch's own ``weights_only=True`` cannot be used as is, because scvi-tools'
+registry contains ``defaultdict`` objects that its unpickler refuses to fill. A file that
+names anything else is refused before any of it has run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import zipfile
+
+import torch
+
+_ALLOWED = {
+    "collections": {"OrderedDict", "defaultdict"},
+    "builtins": {"dict", "list", "tuple", "set", "frozenset", "slice", "bytes", "bytearray", "int", "float", "complex", "bool", "str", "object"},
+    "_codecs": {"encode"},  # how protocol-2 pickles spell bytes
+    "torch._utils": {"_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state"},
+    "torch": {"Size", "device", "float32", "float64", "int64", "int32", "bool"},
+    "numpy": {"ndarray", "dtype"},
+    "numpy._core.multiarray": {"_reconstruct", "scalar"},
+    "numpy.core.multiarray": {"_reconstruct", "scalar"},
+    "numpy.dtypes": {
+        f"{kind}DType" for kind in (
+            "Bool", "Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Long", "ULong",
+            "LongLong", "ULongLong", "Float16", "Float32", "Float64", "LongDouble", "Complex64", "Complex128",
+            "Object", "Str", "Bytes", "Void",
+        )
+    },
+    "pandas.core.frame": {"DataFrame"},
+    "pandas.core.series": {"Series"},
+    "pandas.core.indexes.base": {"Index", "_new_Index"},
+    "pandas.core.indexes.range": {"RangeIndex"},
+    "pandas.core.internals.managers": {"BlockManager", "SingleBlockManager"},
+    "pandas._libs.internals": {"_unpickle_block"},
+}
+_RENAMED = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
+class UnsafeModelFileError(ValueError):
+    """A saved model file that names objects beyond tensors, arrays and tables."""
+
+
+class CorruptModelFileError(ValueError):
+    """A saved model directory that is missing files, truncated or not a model file."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        module = _RENAMED.get(module, module)
+        if name in _ALLOWED.get(module, ()):
+            return getattr(importlib.import_module(module), name)
+        raise UnsafeModelFileError(f"the file names {module}.{name}")
+
+
+class _RestrictedPickle:
+    """What ``torch.load(pickle_module=...)`` needs: an Unpickler and a load function."""
+
+    Unpickler = _RestrictedUnpickler
+    UnpicklingError = pickle.UnpicklingError
+
+    @staticmethod
+    def load(file, **kwargs):
+        return _RestrictedUnpickler(file, **kwargs).load()
+
+
+def model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> str:
+    return os.path.join(os.fspath(dir_path), f"{prefix or ''}model.pt")
+
+
+def check_model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> dict:
+    """Open a saved model's ``model.pt`` safely and check that it is complete.
+
+    Parameters
+    ----------
+    dir_path
+        Directory written by ``model.save``.
+    prefix
+        File-name prefix used when saving.
+
+    Returns
+    -------
+    The loaded dictionary (state dict, var_names, attributes).
+
+    Raises
+    ------
+    UnsafeModelFileError
+        If the file's pickle refers to anything outside the allowlist (it could run code).
+    CorruptModelFileError
+        If the file is missing, truncated, or lacks the parts of a saved model.
+    """
+    path = model_file(dir_path, prefix)
+    if not os.path.isfile(path):
+        raise CorruptModelFileError(f"No saved model at {path!r} (expected the file written by model.save).")
+    try:
+        # the restricted unpickler, not full pickle: weights_only=False only lets torch accept it
+        saved = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
+    except UnsafeModelFileError as error:
+        raise UnsafeModelFileError(
+            f"Refusing to load {path!r}: {error}, which a saved mixvi model never contains, "
+            "so loading it could run code from the file."
+        ) from None
+    except (zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        raise CorruptModelFileError(f"{path!r} is not a complete model file ({error}).") from None
+    missing = {"model_state_dict", "var_names", "attr_dict"} - set(saved if isinstance(saved, dict) else ())
+    if missing:
+        raise CorruptModelFileError(f"{path!r} lacks {sorted(missing)}; it is not a saved mixvi model.")
+    return saved
