@@ -225,6 +225,11 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         **trainer_kwargs
             Extra arguments for :class:`scvi.train.Trainer`.
         """
+        if self.adata.n_obs < 2:
+            raise ValueError(
+                f"Training needs at least 2 observations (minibatch statistics, a train/validation "
+                f"split); this AnnData has {self.adata.n_obs}. A trained model can still encode a single cell."
+            )
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if kl_warmup_epochs is None:

@@ -39,8 +39,10 @@ def _chunks(matrix) -> Iterable[np.ndarray]:
         return
     if hasattr(matrix, "to_memory") and not hasattr(matrix, "shape"):
         matrix = matrix.to_memory()
+    # backed (on-disk) matrices are read a block of rows at a time, never whole
     for start in range(0, matrix.shape[0], _CHUNK):
-        yield np.asarray(matrix[start : start + _CHUNK])
+        block = matrix[start : start + _CHUNK]
+        yield np.asarray(block.data) if sp.issparse(block) else np.asarray(block)
 
 
 def check_shape(adata: AnnData) -> None:
