@@ -14,7 +14,13 @@ import mixvi
 
 
 def _state(adata):
-    return (list(adata.obs.columns), sorted(adata.uns), sorted(adata.obsm), sorted(adata.layers), adata.X.copy())
+    return (
+        list(adata.obs.columns),
+        sorted(adata.uns),
+        sorted(adata.obsm),
+        sorted(adata.layers),
+        adata.X.copy(),
+    )
 
 
 def _unchanged(before, adata):
@@ -94,12 +100,16 @@ def test_an_unseen_condition_at_inference_is_named(counts_adata):
     assert list(query.obs.columns)[: len(before[0])] == before[0]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     matrix=arrays(
         np.float32,
         st.tuples(st.integers(0, 6), st.integers(0, 5)),
-        elements=st.one_of(st.floats(-1e6, 1e6, width=32), st.sampled_from([np.nan, np.inf, 0.0, 1.0])),
+        elements=st.one_of(
+            st.floats(-1e6, 1e6, width=32), st.sampled_from([np.nan, np.inf, 0.0, 1.0])
+        ),
     ),
     sparse=st.booleans(),
 )

@@ -42,7 +42,9 @@ def _vae(pbmc):
 def test_a_nan_loss_stops_training_naming_the_epoch_and_a_cause(pbmc):
     model = _vae(pbmc)
     at = _AtEpoch(2, _poison)
-    with pytest.raises(NonFiniteLossError, match=r"became nan in epoch 3.*learning rate.*likelihood") as info:
+    with pytest.raises(
+        NonFiniteLossError, match=r"became nan in epoch 3.*learning rate.*likelihood"
+    ) as info:
         model.train(max_epochs=5, callbacks=[at], **QUIET)
     assert info.value.epoch == 3
     state = model.module.state_dict()

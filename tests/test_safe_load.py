@@ -48,7 +48,9 @@ def _poisoned_copy(saved_path, tmp_path):
 def test_a_saved_model_loads_and_matches(saved):
     model, adata, path = saved
     loaded = mixvi.model.CVAE.load(path, adata=adata)
-    np.testing.assert_allclose(loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6
+    )
 
 
 def test_a_crafted_model_file_is_refused_and_its_code_never_runs(saved, tmp_path):
