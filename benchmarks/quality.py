@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--smoke", action="store_true", help="300 cells, 1 epoch: proves the script runs"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for quality.md/.json")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the .md/.json results")
+    parser.add_argument("--name", default="quality", help="file name (stem) of the results")
     args = parser.parse_args(argv)
 
     sc.settings.verbosity = 0
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
         "smoke": args.smoke,
     }
     results: dict = {}
-    stem = "quality_smoke" if args.smoke else "quality"
+    stem = f"{args.name}_smoke" if args.smoke else args.name
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
         adata = load(name, args.smoke)
