@@ -72,14 +72,14 @@ class EpochTimer:
         self.callback = _Callback()
 
 
-def bare_loop(module, x, library_free_tensors: dict, epochs: int, device) -> list[float]:
+def bare_loop(module, x, extra_tensors: dict, epochs: int, device) -> list[float]:
     """The floor: the same module and optimiser over in-memory tensors, no framework."""
     import torch
     from scvi import REGISTRY_KEYS
 
     module.to(device).train()
     x = x.to(device)
-    extra = {k: v.to(device) for k, v in library_free_tensors.items()}
+    extra = {k: v.to(device) for k, v in extra_tensors.items()}
     optimiser = torch.optim.Adam(module.parameters(), lr=LR, eps=0.01, weight_decay=1e-6)
     times = []
     n = x.shape[0]
@@ -104,7 +104,6 @@ def measure(dataset: str, method: str, epochs: int, smoke: bool, accelerator: st
 
     import mixvi
 
-    torch.set_num_threads(torch.get_num_threads())
     mixvi.settings.seed = 0
     adata, likelihood = make_data(dataset, smoke)
     quiet = {"enable_progress_bar": False, "enable_model_summary": False, "train_size": 1.0}
