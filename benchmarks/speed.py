@@ -177,28 +177,45 @@ def measure(dataset: str, method: str, epochs: int, smoke: bool, accelerator: st
     result["epoch_seconds"] = statistics.median(timed)
     result["epoch_times"] = times
     result["cells_per_second"] = adata.n_obs / result["epoch_seconds"]
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     if torch.cuda.is_available():
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
-def _child(queue, *args) -> None:
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, in MiB.
+
+    Linux's ``ru_maxrss`` survives ``exec``, so a spawned child would report at least the
+    parent's memory at the time of the fork; ``VmHWM`` belongs to the current program only.
+    """
     try:
-        queue.put(measure(*args))
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(queue, fn, *args) -> None:
+    try:
+        queue.put(fn(*args))
     except BaseException as error:  # report, don't hang the parent
         queue.put({"error": repr(error)})
 
 
-def run_isolated(*args) -> dict:
+def run_isolated(fn, *args) -> dict:
+    """``fn(*args)`` in a fresh (spawned) process, so that its peak memory is its own."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, *args))
+    proc = ctx.Process(target=_child, args=(queue, fn, *args))
     proc.start()
     result = queue.get()
     proc.join()
-    if "error" in result:
-        raise RuntimeError(f"{args[:2]} failed: {result['error']}")
+    if isinstance(result, dict) and "error" in result:
+        raise RuntimeError(f"{fn.__name__}{args[:2]} failed: {result['error']}")
     return result
 
 
@@ -257,7 +274,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     for dataset in args.datasets:
         for method in PLAN[dataset]:
-            results.append(run_isolated(dataset, method, epochs, args.smoke, args.accelerator))
+            results.append(run_isolated(measure, dataset, method, epochs, args.smoke, args.accelerator))
             print(f"{dataset} {method}: {results[-1]['epoch_seconds']:.2f} s/epoch", flush=True)
     meta = {
         "command": "python "

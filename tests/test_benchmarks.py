@@ -49,3 +49,38 @@ def test_speed_benchmark_smoke(tmp_path):
     assert fmnist["latent_seconds_batch_1024"] > 0 and fmnist["latent_seconds_batch_128"] > 0
     table = (tmp_path / "speed_smoke.md").read_text()
     assert "| counts (500×50) | scvi |" in table
+
+
+def test_scale_benchmark_smoke(tmp_path):
+    scale = _load("scale")
+    results = scale.main(["--smoke", "--out", str(tmp_path), "--workdir", str(tmp_path)])
+    assert [(r["n_obs"], r["mode"], r["loader"]) for r in results] == [
+        (300, "in-memory", "device"),
+        (300, "backed", "anndata"),
+    ]
+    for r in results:
+        assert r["finite_loss"] and r["epoch_seconds"] > 0 and r["peak_rss_mb"] > 0
+        assert r["steps_trained"] == r["steps_per_epoch"] == 3 and not r["epoch_extrapolated"]
+    assert not list(tmp_path.rglob("*.h5ad")), "the synthetic files are removed afterwards"
+    table = (tmp_path / "scale_smoke.md").read_text()
+    assert "| backed | anndata |" in table and "% non-zero" in table
+
+
+def test_scale_counts_are_sparse_counts(tmp_path):
+    import anndata as ad
+
+    scale = _load("scale")
+    written = scale.write_counts(120, 30, tmp_path / "x.h5ad")
+    adata = ad.read_h5ad(tmp_path / "x.h5ad")
+    x = adata.X.toarray()
+    assert adata.shape == (120, 30) and written["nnz"] == adata.X.nnz
+    assert np.array_equal(x, np.round(x)) and x.min() >= 0 and 0 < written["nnz"] < x.size
+
+
+def test_a_spawned_measurement_does_not_inherit_the_parents_peak_memory():
+    speed = _load("speed")
+    ballast = np.ones(600 * 2**20 // 8)  # 600 MiB, touched
+    parent = speed.peak_rss_mb()
+    child = speed.run_isolated(speed.peak_rss_mb)
+    assert parent > 600 and child < parent - 400, (parent, child)
+    del ballast

@@ -26,3 +26,16 @@ def test_tutorial_runs_in_small_mode(path, tmp_path, monkeypatch):
     assert errors == []
     assert any(o.output_type == "display_data" and "image/png" in o.get("data", {})
                for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])), "no figure shown"
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_committed_tutorial_shows_its_full_size_run(path):
+    # the docs render the stored outputs; a notebook regenerated without re-running them
+    # (tutorials/_generator/run_full_size.py) would publish an empty tutorial
+    book = nbformat.read(path, as_version=4)
+    assert book.metadata.get("mixvi", {}).get("full_run_seconds", 0) > 0
+    code = [c for c in book.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "some cells were not run"
+    outputs = [o for c in code for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1

@@ -70,10 +70,15 @@ def run_train(args: argparse.Namespace) -> dict:
     import scanpy as sc
 
     import mixvi
+    from mixvi._paths import output_path
     from mixvi.metrics import clustering_scores
     from mixvi.model import infer_likelihood
 
     mixvi.settings.seed = args.seed
+    # checked before training, so that a bad output directory does not cost a training run
+    paths = {name: output_path(args.out, name) for name in ("umap.png", "model", "adata.h5ad", "metrics.json")}
+    if paths["model"].exists() and not args.overwrite:
+        raise FileExistsError(f"{paths['model']} exists; pass --overwrite to replace it.")
     if args.data is None:
         adata = mixvi.data.pbmc68k_reduced()
         label_key = args.label_key or DEFAULT_LABEL_KEY
@@ -154,10 +159,10 @@ def run_train(args: argparse.Namespace) -> dict:
     if args.model == "gmvae":
         colors.append("gmvae_cluster")
     fig = sc.pl.umap(adata, color=colors, show=False, return_fig=True, wspace=0.6)
-    fig.savefig(out / "umap.png", dpi=120, bbox_inches="tight")
-    model.save(out / "model", overwrite=args.overwrite, save_anndata=False)
-    adata.write_h5ad(out / "adata.h5ad")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    fig.savefig(paths["umap.png"], dpi=120, bbox_inches="tight")
+    model.save(paths["model"], overwrite=args.overwrite, save_anndata=False)
+    adata.write_h5ad(paths["adata.h5ad"])
+    paths["metrics.json"].write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         metrics = run_train(args)
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
         print(f"mixvi: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2))

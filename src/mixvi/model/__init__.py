@@ -3,8 +3,9 @@
 from ._ae import AE
 from ._cvae import CVAE
 from ._gmvae import GMVAE
+from ._guard import NonFiniteLossError
 from ._safe_load import CorruptModelFileError, UnsafeModelFileError
 from ._vae import VAE
 from ._validation import infer_likelihood
 
-__all__ = ["AE", "CVAE", "CorruptModelFileError", "GMVAE", "UnsafeModelFileError", "VAE", "infer_likelihood"]
+__all__ = ["AE", "CVAE", "CorruptModelFileError", "GMVAE", "NonFiniteLossError", "UnsafeModelFileError", "VAE", "infer_likelihood"]

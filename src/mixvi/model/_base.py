@@ -23,6 +23,7 @@ from scvi.dataloaders import DeviceBackedDataSplitter
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
 
+from .._paths import output_path, plain_name
 from ..module._likelihoods import check_likelihood
 from ._guard import NonFiniteLossError, TrainingGuard
 from ._validation import validate_for_likelihood, validate_for_setup
@@ -284,6 +285,40 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             )
             raise KeyboardInterrupt(f"training interrupted after {guard.good_epoch} complete epoch(s)") from None
 
+    def save(
+        self,
+        dir_path: str,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **kwargs,
+    ) -> None:
+        """Save the model (weights, registry and attributes) to ``dir_path``.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to create (or reuse with ``overwrite=True``).
+        prefix
+            File-name prefix of the saved files; a plain name, without directories.
+        overwrite
+            Write into an existing directory, replacing the files.
+        save_anndata
+            Also write the registered AnnData as ``adata.h5ad``.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+
+        Raises
+        ------
+        mixvi.PathOutsideDirectoryError
+            If ``prefix`` has directories in it, or a file to write already exists as a link
+            that leads out of ``dir_path``.
+        """
+        names = ["model.pt"] + (["adata.h5ad"] if save_anndata else [])
+        for name in names:
+            output_path(dir_path, plain_name(prefix or "", "prefix") + name)
+        super().save(dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+
     @classmethod
     def load(
         cls,
@@ -293,6 +328,7 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         device: int | str = "auto",
         prefix: str | None = None,
         backup_url: str | None = None,
+        backup_sha256: str | None = None,
         **kwargs,
     ):
         """Load a model saved with :meth:`save`, refusing files that could run code.
@@ -314,6 +350,10 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         backup_url
             URL to fetch ``model.pt`` from when it is not in ``dir_path``; the downloaded
             file goes through the same check.
+        backup_sha256
+            SHA-256 of the file at ``backup_url``; a download that does not match is deleted
+            and refused. Without it the download is only checked by the safe loader, and a
+            warning says so.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load`.
 
@@ -330,9 +370,16 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         from ._safe_load import check_model_file, model_file
 
         if backup_url is not None and not os.path.isfile(model_file(dir_path, prefix)):
-            from scvi.data._download import _download
+            import pooch
 
-            _download(backup_url, dir_path, os.path.basename(model_file(dir_path, prefix)))
+            if backup_sha256 is None:
+                logger.warning("Downloading %s without a SHA-256 to check it against.", backup_url)
+            pooch.retrieve(
+                backup_url,
+                known_hash=None if backup_sha256 is None else f"sha256:{backup_sha256}",
+                fname=os.path.basename(model_file(dir_path, prefix)),
+                path=dir_path,
+            )
         saved = check_model_file(dir_path, prefix)
         if adata is not None:
             _check_var_names(np.asarray(saved["var_names"]).astype(str), adata)

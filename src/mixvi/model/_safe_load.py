@@ -19,6 +19,8 @@ import zipfile
 
 import torch
 
+from .._paths import plain_name
+
 _ALLOWED = {
     "collections": {"OrderedDict", "defaultdict"},
     "builtins": {"dict", "list", "tuple", "set", "frozenset", "slice", "bytes", "bytearray", "int", "float", "complex", "bool", "str", "object"},
@@ -73,7 +75,8 @@ class _RestrictedPickle:
 
 
 def model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> str:
-    return os.path.join(os.fspath(dir_path), f"{prefix or ''}model.pt")
+    """Path of the ``model.pt`` that ``model.save`` writes, with ``prefix`` kept a plain name."""
+    return os.path.join(os.fspath(dir_path), plain_name(prefix or "", "prefix") + "model.pt")
 
 
 def check_model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> dict:
