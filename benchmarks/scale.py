@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -31,8 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality import _commit, _machine
-from speed import peak_rss_mb, run_isolated
+from speed import peak_rss_mb, report, run_isolated
 
 RESULTS = Path(__file__).parent / "results"
 N_GENES, N_HIDDEN, N_LATENT, BATCH_SIZE = 1_000, 128, 10, 128
@@ -176,40 +174,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     flush=True,
                 )
             path.unlink()
-    meta = {
-        "command": "python "
-        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        "commit": _commit(),
-        "machine": _machine(),
-        "wall_seconds": time.perf_counter() - start,
-        "smoke": args.smoke,
-    }
-    text = "\n".join(
-        [
-            "# Scale: time per epoch and peak memory",
-            "",
-            f"- command: `{meta['command']}`",
-            f"- commit: `{meta['commit']}`",
-            f"- machine: {meta['machine']}",
-            f"- data: synthetic NB counts, CSR float32, {n_genes} genes, "
-            f"{100 * results[0]['nnz'] / (results[0]['n_obs'] * results[0]['n_vars']):.0f} % non-zero; "
-            f"VAE (NB), 1 hidden layer of {N_HIDDEN}, latent {N_LATENT}, batch {BATCH_SIZE}",
-            "- read: `read_h5ad` (backed: opening the file); setup: `setup_anndata`, which checks every value "
-            "(in row blocks when backed); to 1st step: from `train()` to the end of the first minibatch "
-            "(includes copying the data for the in-memory loader)",
-            f"- s/epoch: the median step time after {WARMUP_STEPS} warm-up steps times the steps of a full "
-            "epoch; where fewer steps were trained than an epoch has, the table says so",
-            "- peak RSS: maximum resident memory of the process that read the file and trained",
-            "",
-            table(results),
-            "",
-        ]
+    meta = {"wall_seconds": time.perf_counter() - start, "smoke": args.smoke}
+    notes = [
+        f"- data: synthetic NB counts, CSR float32, {n_genes} genes, "
+        f"{100 * results[0]['nnz'] / (results[0]['n_obs'] * results[0]['n_vars']):.0f} % non-zero; "
+        f"VAE (NB), 1 hidden layer of {N_HIDDEN}, latent {N_LATENT}, batch {BATCH_SIZE}",
+        "- read: `read_h5ad` (backed: opening the file); setup: `setup_anndata`, which checks every value "
+        "(in row blocks when backed); to 1st step: from `train()` to the end of the first minibatch "
+        "(includes copying the data for the in-memory loader)",
+        f"- s/epoch: the median step time after {WARMUP_STEPS} warm-up steps times the steps of a full "
+        "epoch; where fewer steps were trained than an epoch has, the table says so",
+        "- peak RSS: maximum resident memory of the process that read the file and trained",
+    ]
+    report(
+        "Scale: time per epoch and peak memory",
+        notes,
+        table(results),
+        meta,
+        results,
+        args.out / ("scale_smoke" if args.smoke else "scale"),
+        argv,
     )
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / ("scale_smoke" if args.smoke else "scale")
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     return results
 
 

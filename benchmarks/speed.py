@@ -219,6 +219,34 @@ def run_isolated(fn, *args) -> dict:
     return result
 
 
+def report(
+    title: str,
+    notes: list[str],
+    body: str,
+    meta: dict,
+    results: list[dict],
+    stem: Path,
+    argv: list[str] | None,
+) -> None:
+    """Print a result table under its provenance and write it to ``stem``.md and ``stem``.json."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from quality import _commit, _machine
+
+    meta = {
+        "command": "python "
+        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "commit": _commit(),
+        "machine": _machine(),
+        **meta,
+    }
+    header = [f"# {title}", "", f"- command: `{meta['command']}`", f"- commit: `{meta['commit']}`"]
+    text = "\n".join([*header, f"- machine: {meta['machine']}", *notes, "", body, ""])
+    print(text)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+
+
 PLAN = {
     "counts": ["bare", "mixvi", "mixvi_anndata_loader", "scvi", "gmvae"],
     "fashion_mnist": ["bare", "mixvi", "mixvi_anndata_loader", "gmvae"],
@@ -267,43 +295,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     epochs = 2 if args.smoke else args.epochs
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from quality import _commit, _machine
-
     start = time.perf_counter()
     results = []
     for dataset in args.datasets:
         for method in PLAN[dataset]:
-            results.append(run_isolated(measure, dataset, method, epochs, args.smoke, args.accelerator))
+            results.append(
+                run_isolated(measure, dataset, method, epochs, args.smoke, args.accelerator)
+            )
             print(f"{dataset} {method}: {results[-1]['epoch_seconds']:.2f} s/epoch", flush=True)
-    meta = {
-        "command": "python "
-        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        "commit": _commit(),
-        "machine": _machine(),
-        "epochs": epochs,
-        "wall_seconds": time.perf_counter() - start,
-        "smoke": args.smoke,
-    }
-    text = "\n".join(
-        [
-            "# Training speed",
-            "",
-            f"- command: `{meta['command']}`",
-            f"- commit: `{meta['commit']}`",
-            f"- machine: {meta['machine']}",
-            f"- {epochs} epochs per run, median of all but the first; batch {BATCH_SIZE}, "
-            f"{N_LAYERS} hidden layer(s) of {N_HIDDEN}, latent {N_LATENT}",
-            "",
-            table(results),
-            "",
-        ]
+    meta = {"epochs": epochs, "wall_seconds": time.perf_counter() - start, "smoke": args.smoke}
+    notes = [
+        f"- {epochs} epochs per run, median of all but the first; batch {BATCH_SIZE}, "
+        f"{N_LAYERS} hidden layer(s) of {N_HIDDEN}, latent {N_LATENT}",
+    ]
+    report(
+        "Training speed",
+        notes,
+        table(results),
+        meta,
+        results,
+        args.out / ("speed_smoke" if args.smoke else "speed"),
+        argv,
     )
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / ("speed_smoke" if args.smoke else "speed")
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     return results
 
 
