@@ -8,10 +8,13 @@ import nbformat as nbf
 # Naming notebooks leaves the others, and their full-size outputs, untouched.
 OUT = Path(__file__).resolve().parents[1]
 ONLY = set(sys.argv[1:])
-HEADER = '''import os
+HEADER = '''import logging
+import os
+import warnings
 
 # CI sets MIXVI_TUTORIAL_SMALL=1: a subset and few epochs, so that the notebook runs in a minute or two.
 SMALL = os.environ.get("MIXVI_TUTORIAL_SMALL", "0") == "1"
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,6 +22,11 @@ import pandas as pd
 import scanpy as sc
 
 import mixvi
+
+# Lightning prints a banner, a tip and deprecation notes on every train(); keep its errors only
+for name in ("lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", module="lightning")
 
 mixvi.settings.seed = 0
 sc.settings.verbosity = 0'''
