@@ -314,9 +314,9 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             If ``prefix`` has directories in it, or a file to write already exists as a link
             that leads out of ``dir_path``.
         """
-        names = ["model.pt"] + (["adata.h5ad"] if save_anndata else [])
-        for name in names:
-            output_path(dir_path, plain_name(prefix or "", "prefix") + name)
+        file_prefix = plain_name(prefix or "", "prefix")
+        for name in ["model.pt"] + (["adata.h5ad"] if save_anndata else []):
+            output_path(dir_path, file_prefix + name)
         super().save(dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
 
     @classmethod
@@ -369,7 +369,8 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         """
         from ._safe_load import check_model_file, model_file
 
-        if backup_url is not None and not os.path.isfile(model_file(dir_path, prefix)):
+        path = model_file(dir_path, prefix)
+        if backup_url is not None and not os.path.isfile(path):
             import pooch
 
             if backup_sha256 is None:
@@ -377,7 +378,7 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             pooch.retrieve(
                 backup_url,
                 known_hash=None if backup_sha256 is None else f"sha256:{backup_sha256}",
-                fname=os.path.basename(model_file(dir_path, prefix)),
+                fname=os.path.basename(path),
                 path=dir_path,
             )
         saved = check_model_file(dir_path, prefix)
