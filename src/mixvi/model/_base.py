@@ -22,10 +22,12 @@ from scvi.data.fields import (
 from scvi.dataloaders import DeviceBackedDataSplitter
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
+from torch.utils.data import DataLoader
 
 from .._paths import output_path, plain_name
 from ..module._likelihoods import check_likelihood
 from ._guard import NonFiniteLossError, TrainingGuard
+from ._training_plan import MixviTrainingPlan
 from ._validation import validate_for_likelihood, validate_for_setup
 
 logger = logging.getLogger("mixvi")
@@ -53,8 +55,37 @@ def free_memory(device: torch.device) -> int:
         return 0  # unknown: stay with the streaming loader
 
 
+class DeviceBatches:
+    """Minibatches of on-device tensors, each cut by one index tensor on the same device.
+
+    scvi-tools' device-backed loader indexes its tensors with a Python list per minibatch;
+    on a GPU that list is copied to the device at every step, and the copy waits for the
+    GPU to finish its queue. Here the epoch's order is drawn once per epoch, copied to the
+    device once, and sliced there.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, shuffle: bool) -> None:
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.n_obs = len(next(iter(tensors.values())))
+
+    def __len__(self) -> int:
+        return -(-self.n_obs // self.batch_size)
+
+    def __iter__(self):
+        device = next(iter(self.tensors.values())).device
+        # A one-batch DataLoader draws the order: it takes the same random numbers from the
+        # global generator as scvi-tools' loaders do per epoch, so a seed gives the same
+        # minibatches on both paths.
+        rows = DataLoader(range(self.n_obs), batch_size=self.n_obs, shuffle=self.shuffle)
+        order = next(iter(rows)).to(device)
+        for batch in order.split(self.batch_size):
+            yield {key: value.index_select(0, batch) for key, value in self.tensors.items()}
+
+
 class InMemoryDataSplitter(DeviceBackedDataSplitter):
-    """scvi-tools' device-backed splitter whose set-up leaves torch's random stream alone.
+    """scvi-tools' device-backed splitter, with :class:`DeviceBatches` as its loaders.
 
     Building the on-device tensors iterates a DataLoader, which draws from the global torch
     generator; undoing that draw makes a seeded run see the same minibatches, dropout masks
@@ -64,6 +95,12 @@ class InMemoryDataSplitter(DeviceBackedDataSplitter):
     def _get_tensor_dict(self, indices, device):
         with torch.random.fork_rng(devices=[]):
             return super()._get_tensor_dict(indices, device)
+
+    def _make_dataloader(self, tensor_dict: dict[str, torch.Tensor] | None, shuffle: bool):
+        if tensor_dict is None:
+            return None
+        n_obs = len(next(iter(tensor_dict.values())))
+        return DeviceBatches(tensor_dict, self.batch_size or n_obs, shuffle)
 
 
 class RowIndexField(NumericalObsField):
@@ -123,6 +160,7 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
     """
 
     _latent_key: ClassVar[str] = "X_mixvi"
+    _training_plan_cls = MixviTrainingPlan
 
     def __init__(
         self,

@@ -21,13 +21,26 @@ class TrainingGuard(Callback):
 
     The copy lives on the CPU and is refreshed at the end of every training epoch, so after
     a failure or an interrupt the model can be put back to its last good state.
+
+    Reading a loss on the host makes it wait for the GPU, which would stall every step. So
+    each step only records, on the device, the first step whose loss was not finite; the
+    host looks at that record every ``check_every`` steps and at the end of each epoch.
+    Training stops within ``check_every`` steps of the failure, the error names the exact
+    step, and the weights go back to the end of the last complete epoch either way.
+
+    Parameters
+    ----------
+    check_every
+        Steps between two looks at the record.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check_every: int = 50) -> None:
+        self.check_every = check_every
         self.good_state: dict[str, torch.Tensor] | None = None
         self.good_epoch = 0
         self.interrupted = False
         self.epoch = self.step = 0
+        self._first_bad: torch.Tensor | None = None  # (step, loss) of the first non-finite loss
 
     def _snapshot(self, pl_module) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in pl_module.module.state_dict().items()}
@@ -35,7 +48,11 @@ class TrainingGuard(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self.good_state = self._snapshot(pl_module)
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._first_bad = None
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer)
         self.good_state = self._snapshot(pl_module)
         self.good_epoch = trainer.current_epoch + 1
 
@@ -44,8 +61,23 @@ class TrainingGuard(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
-            raise NonFiniteLossError(float(loss.detach().float().mean()), trainer.current_epoch + 1, trainer.global_step)
+        if not isinstance(loss, torch.Tensor):
+            return
+        loss = loss.detach().float().mean()
+        if self._first_bad is None:
+            self._first_bad = torch.full((2,), -1.0, device=loss.device)
+        here = torch.stack([torch.full_like(loss, float(self.step)), loss])
+        # keep the first failure: replace the record only while it is still empty
+        self._first_bad = torch.where((self._first_bad[0] < 0) & ~torch.isfinite(loss), here, self._first_bad)
+        if (batch_idx + 1) % self.check_every == 0:
+            self._check(trainer)
+
+    def _check(self, trainer) -> None:
+        if self._first_bad is None:
+            return
+        step, value = self._first_bad.tolist()
+        if step >= 0:
+            raise NonFiniteLossError(value, trainer.current_epoch + 1, int(step))
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.interrupted = isinstance(exception, KeyboardInterrupt)

@@ -1,0 +1,98 @@
+"""The lean training path: epoch-level logging, fused Adam, on-device minibatches, deferred NaN checks."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import QUIET
+from lightning.pytorch.callbacks import Callback
+from scvi.train import TrainingPlan
+
+import mixvi
+from mixvi.model._base import DeviceBatches
+from mixvi.model._guard import NonFiniteLossError
+from mixvi.model._training_plan import MixviTrainingPlan
+
+KEYS = ("train_loss", "elbo_train", "reconstruction_loss_train", "kl_local_train", "kl_global_train")
+VALIDATION_KEYS = ("validation_loss", "elbo_validation", "reconstruction_loss_validation")
+
+
+def _trained(adata, plan_cls, **kwargs):
+    mixvi.settings.seed = 0
+    mixvi.model.VAE.setup_anndata(adata)
+    model = mixvi.model.VAE(adata, n_hidden=32)
+    model._training_plan_cls = plan_cls
+    model.train(max_epochs=4, train_size=0.8, check_val_every_n_epoch=1, **kwargs, **QUIET)
+    return model
+
+
+@pytest.mark.parametrize("loader", ["device", "anndata"])
+def test_history_holds_the_values_scvi_tools_plan_logs(pbmc, loader):
+    lean = _trained(pbmc.copy(), MixviTrainingPlan, loader=loader)
+    scvi_plan = _trained(pbmc.copy(), TrainingPlan, loader=loader)
+    for key in KEYS + VALIDATION_KEYS:
+        ours = lean.history[key].to_numpy(dtype=float).ravel()
+        theirs = scvi_plan.history[key].to_numpy(dtype=float).ravel()
+        assert len(ours) == 4, key
+        # the two plans differ only in where they log and in Adam's fused kernel (rounding)
+        np.testing.assert_allclose(ours, theirs, rtol=2e-4, err_msg=key)
+    # the KL warm-up weight is recorded once per epoch: it rises from 0 over the first epoch
+    kl_weight = lean.history["kl_weight"].to_numpy(dtype=float).ravel()
+    assert len(kl_weight) == 4 and np.all(np.diff(kl_weight) >= 0) and kl_weight[-1] == 1.0
+
+
+def test_adam_is_fused_for_float32_parameters_on_the_cpu(pbmc):
+    mixvi.model.VAE.setup_anndata(pbmc)
+    module = mixvi.model.VAE(pbmc).module
+    optimiser = MixviTrainingPlan(module).configure_optimizers()["optimizer"]
+    assert isinstance(optimiser, torch.optim.Adam) and optimiser.defaults["fused"] is True
+    module.double()  # fused Adam is for float32 here: fall back to the loop
+    optimiser = MixviTrainingPlan(module).configure_optimizers()["optimizer"]
+    assert not optimiser.defaults["fused"]
+
+
+def test_device_batches_cover_every_row_once_in_the_drawn_order():
+    x = torch.arange(23 * 3, dtype=torch.float32).reshape(23, 3)
+    labels = torch.arange(23).unsqueeze(1)
+    batches = DeviceBatches({"X": x, "labels": labels}, batch_size=5, shuffle=True)
+    assert len(batches) == 5
+    torch.manual_seed(0)
+    first = list(batches)
+    assert [len(b["X"]) for b in first] == [5, 5, 5, 5, 3]
+    order = torch.cat([b["labels"].ravel() for b in first])
+    assert sorted(order.tolist()) == list(range(23)) and order.tolist() != list(range(23))
+    for batch in first:  # rows travel together
+        torch.testing.assert_close(batch["X"], x[batch["labels"].ravel()])
+    torch.manual_seed(0)
+    again = torch.cat([b["labels"].ravel() for b in batches])
+    assert again.tolist() == order.tolist()  # the global seed decides the order
+    assert torch.cat([b["labels"].ravel() for b in batches]).tolist() != order.tolist()
+    ordered = DeviceBatches({"labels": labels}, batch_size=10, shuffle=False)
+    assert torch.cat([b["labels"].ravel() for b in ordered]).tolist() == list(range(23))
+
+
+class _PoisonAtStep(Callback):
+    def __init__(self, step):
+        self.target = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.target:
+            with torch.no_grad():
+                next(pl_module.module.decoder.parameters()).fill_(float("nan"))
+
+
+@pytest.mark.parametrize("check_every", [1, 50])
+def test_the_nan_error_names_the_first_bad_step_however_often_the_host_looks(pbmc, monkeypatch, check_every):
+    from mixvi.model import _guard
+
+    original = _guard.TrainingGuard.__init__
+    monkeypatch.setattr(
+        _guard.TrainingGuard, "__init__", lambda self, check_every=check_every: original(self, check_every)
+    )
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc, n_hidden=32)
+    steps_per_epoch = int(np.ceil(pbmc.n_obs * 0.9 / 128))
+    target = steps_per_epoch + 2  # the third step of epoch 2
+    with pytest.raises(NonFiniteLossError, match="in epoch 2") as info:
+        model.train(max_epochs=4, callbacks=[_PoisonAtStep(target)], **QUIET)
+    assert info.value.step == target and info.value.epoch == 2
+    assert np.isnan(info.value.value)
