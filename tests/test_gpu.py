@@ -1,0 +1,69 @@
+"""Training on a CUDA GPU: the on-device path, its equivalence with the AnnData loader, faults, GMVAE.
+
+Skipped where torch sees no CUDA device (CI); run with ``pytest -m gpu`` on a machine with one.
+"""
+
+import numpy as np
+import pytest
+import torch
+from conftest import QUIET
+
+import mixvi
+from mixvi.model._guard import NonFiniteLossError
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+
+
+def _vae(adata, loader, epochs=3):
+    mixvi.settings.seed = 0
+    mixvi.model.VAE.setup_anndata(adata)
+    model = mixvi.model.VAE(adata, n_hidden=32)
+    model.train(max_epochs=epochs, loader=loader, accelerator="gpu", **QUIET)
+    return model
+
+
+def test_auto_puts_the_data_on_the_gpu(pbmc):
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc)
+    assert model._resolve_loader("auto", "gpu", "auto", {}) == "device"
+
+
+def test_gpu_device_path_matches_the_anndata_loader(pbmc):
+    fast = _vae(pbmc.copy(), "device")
+    slow = _vae(pbmc.copy(), "anndata")
+    assert fast.device.type == "cuda"
+    for key in ("elbo_train", "reconstruction_loss_train"):
+        np.testing.assert_allclose(
+            fast.history[key].to_numpy(dtype=float), slow.history[key].to_numpy(dtype=float), rtol=1e-4
+        )
+    np.testing.assert_allclose(fast.get_latent_representation(), slow.get_latent_representation(), atol=1e-3)
+
+
+def test_a_nan_loss_on_the_gpu_stops_training_and_restores_the_last_epoch(pbmc):
+    from lightning.pytorch.callbacks import Callback
+
+    class Poison(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    next(pl_module.module.decoder.parameters()).fill_(float("nan"))
+
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc, n_hidden=32)
+    with pytest.raises(NonFiniteLossError, match="in epoch 2"):
+        model.train(max_epochs=4, accelerator="gpu", callbacks=[Poison()], **QUIET)
+    assert all(torch.isfinite(v).all() for v in model.module.state_dict().values() if v.is_floating_point())
+
+
+def test_gmvae_trains_on_the_gpu(pbmc):
+    mixvi.model.GMVAE.setup_anndata(pbmc)
+    model = mixvi.model.GMVAE(pbmc, n_components=4, n_hidden=32, n_layers=1)
+    model.train(max_epochs=4, pretrain_epochs=3, accelerator="gpu", **QUIET)
+    assert model.device.type == "cuda"
+    probs = model.get_cluster_probabilities()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    model.write_results(pbmc)
+    assert pbmc.obsm["X_gmvae"].shape == (pbmc.n_obs, 10)
