@@ -91,7 +91,7 @@ class LikelihoodHead(nn.Module):
                 scale = torch.ones_like(out)
             else:
                 scale = (F.softplus(self.log_scale) + 1e-4).expand_as(out)
-            return Normal(out, scale)
+            return Normal(out, scale, validate_args=False)
         if self.likelihood == "bernoulli":
             # validate_args=False: on grey-level images in [0, 1] log_prob is the
             # cross-entropy, the standard image VAE objective (e.g. VaDE)
@@ -101,7 +101,7 @@ class LikelihoodHead(nn.Module):
         scale = torch.softmax(out, dim=-1)
         mu = library * scale
         if self.likelihood == "poisson":
-            return Poisson(mu + _RATE_EPS, scale=scale)
+            return Poisson(mu + _RATE_EPS, scale=scale, validate_args=False)
         theta = torch.exp(self.log_theta).expand_as(mu)
         if self.likelihood == "nb":
             return NegativeBinomial(mu=mu, theta=theta, scale=scale)

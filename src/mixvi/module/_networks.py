@@ -137,4 +137,4 @@ class Encoder(nn.Module):
         if self.log_var is None:
             return mean
         var = torch.exp(self.log_var(h, *head_cats)) + self.var_eps
-        return Normal(mean, var.sqrt())
+        return Normal(mean, var.sqrt(), validate_args=False)

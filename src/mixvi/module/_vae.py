@@ -67,12 +67,12 @@ class VAEModule(AutoencoderBase):
         z
             Latent points, shape ``(..., n_latent)``.
         """
-        return Normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(dim=-1)
+        return Normal(torch.zeros_like(z), torch.ones_like(z), validate_args=False).log_prob(z).sum(dim=-1)
 
     def kl_local(self, inference_outputs: dict, tensors: dict | None = None) -> torch.Tensor:
         """KL(q(z|x) || p(z)) per cell, in closed form (``tensors``: the minibatch, unused here)."""
         qz = inference_outputs["qz"]
-        pz = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
+        pz = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale), validate_args=False)
         return kl_divergence(qz, pz).sum(dim=-1)
 
     def loss(
