@@ -298,7 +298,8 @@ def _commit() -> str:
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src", "benchmarks"],
+            # results written by earlier runs are not changes to what is measured
+            ["git", "status", "--porcelain", "--", "src", "benchmarks", ":!benchmarks/results"],
             capture_output=True,
             text=True,
         ).stdout

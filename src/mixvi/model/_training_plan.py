@@ -9,14 +9,14 @@ from scvi.train import TrainingPlan
 class MixviTrainingPlan(TrainingPlan):
     """:class:`scvi.train.TrainingPlan` that logs once per epoch and uses a fused Adam.
 
-    scvi-tools calls Lightning's ``self.log`` several times in every training step. Each
-    call costs Python time on the CPU, and a logged tensor that reaches the progress bar
-    makes the host wait for the GPU, so a small network spends much of its step there. This
-    plan still feeds scvi-tools' :class:`~scvi.train._metrics.ElboMetric` objects at every
-    step (cheap tensor additions, no synchronisation) and accumulates the training loss on
-    the device, but hands everything to Lightning once, in :meth:`on_train_epoch_end`. The
-    values in ``model.history`` are the same as scvi-tools': ``train_loss`` (the mean loss
-    per cell, weighted by minibatch size) and ``elbo_train``, ``reconstruction_loss_train``,
+    scvi-tools calls Lightning's ``self.log`` several times in every training step and
+    updates its :class:`~scvi.train._metrics.ElboMetric` objects there; for the small
+    networks of this package that bookkeeping costs about as much Python time as the step's
+    own arithmetic. Here each step only adds its loss and ELBO terms to one tensor on the
+    device (no host synchronisation), and :meth:`on_train_epoch_end` feeds the epoch's sums
+    to scvi-tools' ElboMetric objects in one update and logs them. The values in
+    ``model.history`` are the same as scvi-tools': ``train_loss`` (the mean loss per cell,
+    weighted by minibatch size) and ``elbo_train``, ``reconstruction_loss_train``,
     ``kl_local_train`` and ``kl_global_train``, plus the epoch's ``kl_weight``.
 
     Adam is the fused implementation where every parameter lives on a CPU or CUDA device:
@@ -32,11 +32,15 @@ class MixviTrainingPlan(TrainingPlan):
 
     def __init__(self, module, **kwargs) -> None:
         super().__init__(module, **kwargs)
-        self._loss_sum: torch.Tensor | None = None
-        self._obs_sum = 0
+        self._reset_sums()
+
+    def _reset_sums(self) -> None:
+        # (loss × cells, reconstruction loss, local KL, global KL) summed over the epoch
+        self._sums: torch.Tensor | None = None
+        self._n_obs = self._n_batches = 0
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Minus the ELBO of one minibatch; the metrics are only accumulated here.
+        """Minus the ELBO of one minibatch; its terms are only added up here.
 
         Parameters
         ----------
@@ -47,29 +51,35 @@ class MixviTrainingPlan(TrainingPlan):
         """
         if "kl_weight" in self.loss_kwargs:
             self.loss_kwargs["kl_weight"] = self.kl_weight
-        _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
-        n_obs = loss_output.n_obs_minibatch
-        self.elbo_train.update(
-            reconstruction_loss=loss_output.reconstruction_loss_sum,
-            kl_local=loss_output.kl_local_sum,
-            kl_global=loss_output.kl_global_sum,
-            n_obs_minibatch=n_obs,
-        )
-        weighted = loss_output.loss.detach() * n_obs
-        self._loss_sum = weighted if self._loss_sum is None else self._loss_sum + weighted
-        self._obs_sum += n_obs
-        return loss_output.loss
+        _, _, out = self.forward(batch, loss_kwargs=self.loss_kwargs)
+        terms = torch.stack(
+            [out.loss * out.n_obs_minibatch, out.reconstruction_loss_sum, out.kl_local_sum, out.kl_global_sum]
+        ).detach()
+        self._sums = terms if self._sums is None else self._sums + terms
+        self._n_obs += out.n_obs_minibatch
+        self._n_batches += 1
+        return out.loss
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch's training loss and ELBO terms (the only host sync of the epoch)."""
-        if self._loss_sum is not None:
-            self.log("train_loss", self._loss_sum / self._obs_sum, sync_dist=self.use_sync_dist)
-        # Metric objects go to Lightning, which computes them (summing their states across
-        # processes under DDP) and resets them, exactly as when they are logged every step.
+        if self._sums is None:
+            return
+        loss, reconstruction, kl_local, kl_global = self._sums
+        self.log("train_loss", loss / self._n_obs, sync_dist=self.use_sync_dist)
+        # One update with the epoch's sums gives the ElboMetric values that an update per
+        # step would: per-cell terms are sums over cells, the global KL is a mean per batch.
+        self.elbo_train.update(
+            reconstruction_loss=reconstruction,
+            kl_local=kl_local,
+            kl_global=kl_global / self._n_batches,
+            n_obs_minibatch=self._n_obs,
+        )
+        # Lightning computes the metric objects (summing their states across processes
+        # under DDP), logs them and resets them.
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
         if "kl_weight" in self.loss_kwargs:
             self.log("kl_weight", float(self.kl_weight), on_step=False, on_epoch=True)
-        self._loss_sum, self._obs_sum = None, 0
+        self._reset_sums()
 
     def _optimizer_creator_fn(self, optimizer_cls: type[torch.optim.Optimizer]):
         def create(params):
