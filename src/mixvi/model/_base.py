@@ -64,11 +64,11 @@ class DeviceBatches:
     device once, and sliced there.
     """
 
-    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, shuffle: bool) -> None:
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int | None, shuffle: bool) -> None:
         self.tensors = tensors
-        self.batch_size = batch_size
-        self.shuffle = shuffle
         self.n_obs = len(next(iter(tensors.values())))
+        self.batch_size = batch_size or self.n_obs  # None: the whole set in one batch
+        self.shuffle = shuffle
 
     def __len__(self) -> int:
         return -(-self.n_obs // self.batch_size)
@@ -97,10 +97,7 @@ class InMemoryDataSplitter(DeviceBackedDataSplitter):
             return super()._get_tensor_dict(indices, device)
 
     def _make_dataloader(self, tensor_dict: dict[str, torch.Tensor] | None, shuffle: bool):
-        if tensor_dict is None:
-            return None
-        n_obs = len(next(iter(tensor_dict.values())))
-        return DeviceBatches(tensor_dict, self.batch_size or n_obs, shuffle)
+        return None if tensor_dict is None else DeviceBatches(tensor_dict, self.batch_size, shuffle)
 
 
 class RowIndexField(NumericalObsField):

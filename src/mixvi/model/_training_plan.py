@@ -11,9 +11,10 @@ class MixviTrainingPlan(TrainingPlan):
 
     scvi-tools calls Lightning's ``self.log`` several times in every training step and
     updates its :class:`~scvi.train._metrics.ElboMetric` objects there; for the small
-    networks of this package that bookkeeping doubled the time per epoch on a GPU. Here each step only adds its loss and ELBO terms to one tensor on the
-    device (no host synchronisation), and :meth:`on_train_epoch_end` feeds the epoch's sums
-    to scvi-tools' ElboMetric objects in one update and logs them. The values in
+    networks of this package that bookkeeping doubled the time per epoch on a GPU. Here
+    each step only adds its loss and ELBO terms to one tensor on the device (no host
+    synchronisation), and :meth:`on_train_epoch_end` feeds the epoch's sums to scvi-tools'
+    ElboMetric objects in one update and logs them. The values in
     ``model.history`` are the same as scvi-tools': ``train_loss`` (the mean loss per cell,
     weighted by minibatch size) and ``elbo_train``, ``reconstruction_loss_train``,
     ``kl_local_train`` and ``kl_global_train``, plus the epoch's ``kl_weight``.
@@ -60,7 +61,7 @@ class MixviTrainingPlan(TrainingPlan):
         return out.loss
 
     def on_train_epoch_end(self) -> None:
-        """Log the epoch's training loss and ELBO terms (the only host sync of the epoch)."""
+        """Log the epoch's training loss and ELBO terms (the plan's one host sync per epoch)."""
         if self._sums is None:
             return
         loss, reconstruction, kl_local, kl_global = self._sums
