@@ -162,6 +162,15 @@ def test_init_mixture_finds_the_blobs_without_labels(method):
         model.init_mixture(method="kmeans")
     with pytest.raises(ValueError, match="init must be"):
         model.train(max_epochs=1, init="kmeans")
+    if method == "umap":
+        wide = model.init_mixture(method="umap", umap_neighbors=50)
+        assert adjusted_rand_score(labels, wide.argmax(1)) >= 0.9
+        with pytest.raises(ValueError, match="umap_neighbors must be"):
+            model.init_mixture(method="umap", umap_neighbors=1)
+        before = model.module.prior_means.detach().clone()
+        with pytest.raises(ValueError, match="umap_neighbors must be"):
+            model.train(max_epochs=1, umap_neighbors=1)
+        torch.testing.assert_close(model.module.prior_means, before)  # refused before training
 
 
 def test_row_index_is_filled_for_new_anndata(trained_blobs):

@@ -39,6 +39,9 @@ class AE(MixviModel):
     learn_scale
         For the normal likelihood: learn a per-feature scale. ``False`` gives the squared
         error loss.
+    input_dropout_rate
+        Fraction of input features masked to zero for the encoder while training
+        (denoising, see :class:`~mixvi.module.AutoencoderBase`); ``0`` turns it off.
 
     Examples
     --------
@@ -64,6 +67,7 @@ class AE(MixviModel):
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         learn_scale: bool = True,
+        input_dropout_rate: float = 0.0,
     ) -> None:
         super().__init__(
             adata,
@@ -74,6 +78,7 @@ class AE(MixviModel):
             dropout_rate=dropout_rate,
             use_batch_norm=use_batch_norm,
             learn_scale=learn_scale,
+            input_dropout_rate=input_dropout_rate,
         )
         self.init_params_ = self._get_init_params(locals())
 

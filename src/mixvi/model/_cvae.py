@@ -25,7 +25,7 @@ class CVAE(ReferenceMappingMixin, VAE):
     ----------
     adata
         AnnData registered with :meth:`setup_anndata`.
-    n_latent, n_hidden, n_layers, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale
+    n_latent, n_hidden, n_layers, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale, input_dropout_rate
         As in :class:`~mixvi.model.VAE`.
 
     Examples

@@ -32,7 +32,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         AnnData registered with :meth:`setup_anndata`.
     n_components
         Number of mixture components K.
-    n_latent, n_hidden, n_layers, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale
+    n_latent, n_hidden, n_layers, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale, input_dropout_rate
         As in :class:`~mixvi.model.VAE`.
 
     Examples
@@ -61,6 +61,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         dropout_rate: float = 0.0,
         use_batch_norm: bool = True,
         learn_scale: bool = True,
+        input_dropout_rate: float = 0.0,
     ) -> None:
         if adata is not None and n_components > adata.n_obs:
             raise ValueError(
@@ -76,6 +77,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
             dropout_rate=dropout_rate,
             use_batch_norm=use_batch_norm,
             learn_scale=learn_scale,
+            input_dropout_rate=input_dropout_rate,
             n_components=n_components,
         )
         self._model_summary_string += f", n_components={n_components}"
@@ -124,6 +126,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         pretrain_epochs: int | None = None,
         init: str = "umap",
         gmm_restarts: int = 5,
+        umap_neighbors: int = 15,
         anchor_epochs: int | None = None,
         lr: float = 1e-3,
         batch_size: int = 128,
@@ -146,6 +149,8 @@ class GMVAE(ReferenceMappingMixin, VAE):
             GaussianMixture on the latent itself, as in VaDE).
         gmm_restarts
             Restarts of the GaussianMixture; the one with the highest likelihood is kept.
+        umap_neighbors
+            Neighbours of the UMAP behind ``init="umap"`` (see :meth:`init_mixture`).
         anchor_epochs
             Epochs at the start during which q(c|x) stays fixed to the initial clustering
             (see :class:`~mixvi.module.GMVAEModule`), so that the encoder makes those
@@ -159,8 +164,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         """
         from scvi.model._utils import get_max_epochs_heuristic
 
-        if init not in ("umap", "gmm"):
-            raise ValueError(f"init must be 'umap' or 'gmm', got {init!r}.")
+        _check_init("init", init, umap_neighbors)
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if pretrain_epochs is None:
@@ -179,7 +183,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
             finally:
                 self.module.pretraining = False
             self.pretrain_history_ = self.history_
-            start = self.init_mixture(method=init, gmm_restarts=gmm_restarts)
+            start = self.init_mixture(method=init, gmm_restarts=gmm_restarts, umap_neighbors=umap_neighbors)
             if anchor_epochs > 0:
                 self.module.anchor_log_gamma = torch.log(torch.as_tensor(start, dtype=torch.float32).clamp_min(1e-8))
                 try:
@@ -192,7 +196,9 @@ class GMVAE(ReferenceMappingMixin, VAE):
             return None
         return super().train(max_epochs=remaining, kl_warmup_epochs=kl_warmup_epochs, **common)
 
-    def init_mixture(self, method: str = "umap", gmm_restarts: int = 5, seed: int | None = None) -> np.ndarray:
+    def init_mixture(
+        self, method: str = "umap", gmm_restarts: int = 5, umap_neighbors: int = 15, seed: int | None = None
+    ) -> np.ndarray:
         """Start π, μ and σ² from a clustering of the latent means; no labels are used.
 
         Parameters
@@ -205,6 +211,9 @@ class GMVAE(ReferenceMappingMixin, VAE):
             responsibility-weighted moments of the latent means.
         gmm_restarts
             ``n_init`` of the GaussianMixture; the fit with the highest likelihood is kept.
+        umap_neighbors
+            ``n_neighbors`` of the UMAP (``"umap"`` only). More neighbours weigh the global
+            structure more, which merges look-alike subclusters; scanpy's default is 15.
         seed
             Random state of UMAP and the GaussianMixture (default: ``mixvi.settings.seed``).
 
@@ -216,8 +225,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
 
         from .._settings import settings
 
-        if method not in ("umap", "gmm"):
-            raise ValueError(f"method must be 'umap' or 'gmm', got {method!r}.")
+        _check_init("method", method, umap_neighbors)
         seed = settings.seed if seed is None else seed
         z = self.get_latent_representation()
         n_components = self.module.n_components
@@ -228,7 +236,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
             logger.info("GMM start: log-likelihood per cell %.3f", gmm.score(z))
             self.module.set_prior(gmm.weights_, gmm.means_, gmm.covariances_)
             return gmm.predict_proba(z)
-        embedding = _umap_embedding(z, seed)
+        embedding = _umap_embedding(z, seed, umap_neighbors)
         gmm = GaussianMixture(
             n_components, covariance_type="full", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
         ).fit(embedding)
@@ -431,11 +439,19 @@ class GMVAE(ReferenceMappingMixin, VAE):
         return self._decode(z, condition, covariates, library_size, sample)
 
 
-def _umap_embedding(z: np.ndarray, seed: int) -> np.ndarray:
-    """A 10-D UMAP of ``z`` with scanpy's neighbour settings but tight clusters (min_dist 0)."""
+def _check_init(name: str, method: str, umap_neighbors: int) -> None:
+    """Reject a bad start before any training time is spent."""
+    if method not in ("umap", "gmm"):
+        raise ValueError(f"{name} must be 'umap' or 'gmm', got {method!r}.")
+    if method == "umap" and umap_neighbors < 2:
+        raise ValueError(f"umap_neighbors must be >= 2, got {umap_neighbors}.")
+
+
+def _umap_embedding(z: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
+    """A 10-D UMAP of ``z`` with tight clusters (min_dist 0)."""
     import umap
 
-    n_neighbors = int(min(15, max(2, z.shape[0] - 1)))
+    n_neighbors = int(min(n_neighbors, max(2, z.shape[0] - 1)))
     reducer = umap.UMAP(
         n_components=min(10, max(2, z.shape[0] - 2)),
         n_neighbors=n_neighbors,

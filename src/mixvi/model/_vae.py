@@ -138,6 +138,9 @@ class VAE(VariationalModel):
         Batch normalisation in the hidden layers.
     learn_scale
         For the normal likelihood: learn a per-feature scale.
+    input_dropout_rate
+        Fraction of input features masked to zero for the encoder while training
+        (denoising, see :class:`~mixvi.module.AutoencoderBase`); ``0`` turns it off.
 
     Examples
     --------
@@ -164,6 +167,7 @@ class VAE(VariationalModel):
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,
         learn_scale: bool = True,
+        input_dropout_rate: float = 0.0,
     ) -> None:
         super().__init__(
             adata,
@@ -175,5 +179,6 @@ class VAE(VariationalModel):
             dropout_rate=dropout_rate,
             use_batch_norm=use_batch_norm,
             learn_scale=learn_scale,
+            input_dropout_rate=input_dropout_rate,
         )
         self.init_params_ = self._get_init_params(locals())

@@ -40,6 +40,10 @@ class AutoencoderBase(BaseModuleClass):
         For the normal likelihood, learn a per-feature scale (else fixed at 1).
     variational
         Whether the encoder outputs a distribution (VAE) or a point (AE).
+    input_dropout_rate
+        Fraction of the encoder's input features set to zero, drawn anew for every cell
+        and step, while training (masking noise of a denoising autoencoder, as DEC
+        pretrains). The decoder still reconstructs the uncorrupted input.
     """
 
     def __init__(
@@ -55,8 +59,12 @@ class AutoencoderBase(BaseModuleClass):
         use_batch_norm: bool = True,
         learn_scale: bool = True,
         variational: bool = True,
+        input_dropout_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= input_dropout_rate < 1.0:
+            raise ValueError(f"input_dropout_rate must be in [0, 1), got {input_dropout_rate}.")
+        self.input_dropout_rate = input_dropout_rate
         self.n_input = n_input
         self.n_latent = n_latent
         self.n_batch = n_batch
@@ -119,11 +127,16 @@ class AutoencoderBase(BaseModuleClass):
         """Return the encoder's input and the observed library size (counts only).
 
         Counts are log1p-transformed before encoding, as in scVI, so that highly expressed
-        features do not dominate the first layer.
+        features do not dominate the first layer. The library size is taken before any
+        input dropout, so that the decoder's scale stays that of the observed cell.
         """
-        if self.is_count:
-            return torch.log1p(x), x.sum(dim=-1, keepdim=True)
-        return x, None
+        library = x.sum(dim=-1, keepdim=True) if self.is_count else None
+        x_in = torch.log1p(x) if self.is_count else x
+        if self.training and self.input_dropout_rate > 0:
+            # plain masking, not rescaled like nn.Dropout: a masked feature reads as
+            # "not observed", as in the denoising autoencoders DEC and N2D build on
+            x_in = x_in * (torch.rand_like(x_in) >= self.input_dropout_rate)
+        return x_in, library
 
     # -- generative model ------------------------------------------------------------------
     @auto_move_data
