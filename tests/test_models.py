@@ -96,13 +96,15 @@ def test_ae_results_and_reconstruction(pbmc):
 @pytest.mark.parametrize("cls", [mixvi.model.AE, mixvi.model.VAE])
 def test_save_load_round_trip_gives_identical_latents(pbmc, tmp_path, cls):
     cls.setup_anndata(pbmc)
-    model = cls(pbmc, n_latent=5, n_layers=2)
+    model = cls(pbmc, n_latent=5, n_layers=2, input_dropout_rate=0.2)
     model.train(max_epochs=3, **QUIET)
     before = model.get_latent_representation()
+    np.testing.assert_array_equal(model.get_latent_representation(), before)  # no masking at inference
     model.save(tmp_path / "model", save_anndata=False)
     loaded = cls.load(tmp_path / "model", adata=pbmc)
     np.testing.assert_array_equal(loaded.get_latent_representation(), before)
     assert loaded.module.encoder.body.n_layers == 2
+    assert loaded.module.input_dropout_rate == 0.2
 
 
 def _cvae(counts_adata, **kwargs):

@@ -120,3 +120,37 @@ def test_conditions_enter_encoder_and_decoder_one_hot():
     first_dec = module.decoder.fc.fc_layers[0][0]
     assert first_enc.in_features == 5 + 3
     assert first_dec.in_features == 2 + 3
+
+
+@pytest.mark.parametrize("likelihood", ["normal", "nb"])
+def test_input_dropout_masks_the_encoder_input_only_while_training(likelihood):
+    torch.manual_seed(0)
+    module = VAEModule(200, likelihood=likelihood, input_dropout_rate=0.3)
+    x = torch.rand(64, 200) * 5 + 1  # no zeros, so every zero below is a mask
+    if likelihood == "nb":
+        x = x.round()
+    module.train()
+    x_in, library = module._encoder_input(x)
+    masked = (x_in == 0).float().mean().item()
+    assert 0.25 < masked < 0.35
+    clean = torch.log1p(x) if likelihood == "nb" else x
+    kept = x_in != 0
+    torch.testing.assert_close(x_in[kept], clean[kept])  # kept features are not rescaled
+    if likelihood == "nb":
+        torch.testing.assert_close(library, x.sum(-1, keepdim=True))  # library of the uncorrupted cell
+    again, _ = module._encoder_input(x)
+    assert not torch.equal(again, x_in)  # a new mask every step
+    module.eval()
+    x_eval, _ = module._encoder_input(x)
+    torch.testing.assert_close(x_eval, clean)
+    # the reconstruction term still scores the uncorrupted x
+    module.train()
+    tensors = {REGISTRY_KEYS.X_KEY: x, REGISTRY_KEYS.BATCH_KEY: torch.zeros(64, 1, dtype=torch.long)}
+    _, gen, out = module(tensors)
+    torch.testing.assert_close(out.reconstruction_loss["reconstruction_loss"], -gen["px"].log_prob(x).sum(-1))
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0])
+def test_input_dropout_rate_out_of_range_is_refused(rate):
+    with pytest.raises(ValueError, match="input_dropout_rate"):
+        AEModule(10, input_dropout_rate=rate)

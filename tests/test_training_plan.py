@@ -96,3 +96,30 @@ def test_the_nan_error_names_the_first_bad_step_however_often_the_host_looks(pbm
         model.train(max_epochs=4, callbacks=[_PoisonAtStep(target)], **QUIET)
     assert info.value.step == target and info.value.epoch == 2
     assert np.isnan(info.value.value)
+
+
+class _ModeSpy(Callback):
+    """Records whether the module is in training mode at the first step of every fit."""
+
+    def __init__(self) -> None:
+        self.modes: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.modes.append(all(m.training for m in pl_module.module.modules()))
+
+
+def test_training_after_inference_runs_in_training_mode(pbmc):
+    """Lightning keeps the eval mode that inference leaves; every fit must train in train mode."""
+    spy = _ModeSpy()
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc, n_hidden=32)
+    model.train(max_epochs=1, callbacks=[spy], **QUIET)
+    model.get_latent_representation()
+    assert not model.module.training
+    model.train(max_epochs=1, callbacks=[spy], **QUIET)
+    # the GMVAE's anchored and free phases both follow the inference of its mixture start
+    mixvi.model.GMVAE.setup_anndata(pbmc)
+    gmvae = mixvi.model.GMVAE(pbmc, n_components=3, n_hidden=32, input_dropout_rate=0.1)
+    gmvae.train(max_epochs=2, pretrain_epochs=1, anchor_epochs=1, callbacks=[spy], **QUIET)
+    assert spy.modes == [True] * 5

@@ -34,6 +34,17 @@ class MixviTrainingPlan(TrainingPlan):
         super().__init__(module, **kwargs)
         self._reset_sums()
 
+    def on_fit_start(self) -> None:
+        """Put the module in training mode.
+
+        Lightning 2.x keeps whatever mode the module is in, and every inference call
+        (``get_latent_representation``, the GMVAE's mixture start) leaves it in eval mode;
+        without this, a second ``train()`` would run without dropout, input masking or
+        batch statistics.
+        """
+        super().on_fit_start()
+        self.module.train()
+
     def _reset_sums(self) -> None:
         # (loss × cells, reconstruction loss, local KL, global KL) summed over the epoch
         self._sums: torch.Tensor | None = None
