@@ -106,7 +106,16 @@ class _ModeSpy(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == 0:
-            self.modes.append(all(m.training for m in pl_module.module.modules()))
+            module = pl_module.module
+            # the GMVAE freezes batch norm outside pretraining (GMVAEModule.train); every
+            # other layer must train
+            frozen_bn = isinstance(module, mixvi.module.GMVAEModule) and not module.pretraining
+            self.modes.append(
+                all(
+                    m.training != (frozen_bn and isinstance(m, torch.nn.BatchNorm1d))
+                    for m in module.modules()
+                )
+            )
 
 
 def test_training_after_inference_runs_in_training_mode(pbmc):

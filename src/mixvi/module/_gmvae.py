@@ -27,6 +27,9 @@ class GMVAEModule(VAEModule):
     gives a lower bound on log p(x), so this is still minus an ELBO; it lets an initial
     clustering shape the latent space before the responsibilities take over.
 
+    Batch-norm statistics are learned during pretraining only: outside it, ``train()``
+    leaves the batch-norm layers in eval mode (see :meth:`train`).
+
     Parameters
     ----------
     n_input
@@ -47,6 +50,21 @@ class GMVAEModule(VAEModule):
         self.prior_log_var = nn.Parameter(torch.zeros(n_components, self.n_latent))
         self.pretraining = False
         self.anchor_log_gamma: torch.Tensor | None = None
+
+    def train(self, mode: bool = True) -> GMVAEModule:
+        """Set training mode, with batch norm frozen unless pretraining.
+
+        The mixture is fitted to latent means computed with the running batch-norm
+        statistics; letting minibatch statistics move the encoder after that shifts every
+        cell against the fitted components. On five separated blobs, training the mixture
+        with live batch norm gave a worse ELBO with 5 components than with 1.
+        """
+        super().train(mode)
+        if mode and not self.pretraining:
+            for layer in self.modules():
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
+        return self
 
     @torch.no_grad()
     def set_prior(self, weights: np.ndarray, means: np.ndarray, variances: np.ndarray) -> None:
