@@ -58,6 +58,11 @@ class GMVAEModule(VAEModule):
         statistics; letting minibatch statistics move the encoder after that shifts every
         cell against the fitted components. On five separated blobs, training the mixture
         with live batch norm gave a worse ELBO with 5 components than with 1.
+
+        Parameters
+        ----------
+        mode
+            ``True`` for training mode, ``False`` for eval mode (as in :meth:`torch.nn.Module.train`).
         """
         super().train(mode)
         if mode and not self.pretraining:
