@@ -43,7 +43,10 @@ class TrainingGuard(Callback):
         self._first_bad: torch.Tensor | None = None  # (step, loss) of the first non-finite loss
 
     def _snapshot(self, pl_module) -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in pl_module.module.state_dict().items()}
+        # under plan_kwargs={"compile": True} the plan holds torch.compile's wrapper, whose
+        # state_dict keys carry an "_orig_mod." prefix that the model's module lacks
+        module = getattr(pl_module.module, "_orig_mod", pl_module.module)
+        return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.good_state = self._snapshot(pl_module)
