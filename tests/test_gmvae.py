@@ -114,6 +114,16 @@ def test_conditional_gmvae_takes_the_condition(counts_adata):
     assert model.generate(4, component=1, condition="B").shape == (4, 40)
 
 
+def test_max_epochs_are_all_trained_when_there_is_no_anchor_phase(pbmc):
+    # the anchored epochs are part of max_epochs only when they run, i.e. after pretraining
+    mixvi.model.GMVAE.setup_anndata(pbmc)
+    model = mixvi.model.GMVAE(pbmc, n_components=3, n_hidden=16, n_layers=1)
+    model.train(max_epochs=4, pretrain_epochs=0, **QUIET)
+    assert len(model.history["elbo_train"]) == 4
+    model.train(max_epochs=4, pretrain_epochs=2, **QUIET)  # trained: no pretraining, no anchor
+    assert len(model.history["elbo_train"]) == 8  # the history carries on across train() calls
+
+
 def test_more_components_than_cells_is_refused(pbmc):
     small = pbmc[:5].copy()
     mixvi.model.GMVAE.setup_anndata(small)

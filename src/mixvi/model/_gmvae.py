@@ -176,6 +176,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         # on MNIST-5k eps=1e-8 gave a better-separated pretrained latent.
         kwargs["plan_kwargs"] = {"eps": 1e-8, **(kwargs.get("plan_kwargs") or {})}
         common = {"lr": lr, "batch_size": batch_size, **kwargs}
+        anchored = 0  # the anchored epochs count towards max_epochs only when they run
         if pretrain_epochs > 0 and not self.is_trained_:
             self.module.pretraining = True
             try:
@@ -193,7 +194,8 @@ class GMVAE(ReferenceMappingMixin, VAE):
                 finally:
                     self.module.anchor_log_gamma = None
                 self.anchor_history_ = self.history_
-        remaining = max_epochs - anchor_epochs
+                anchored = anchor_epochs
+        remaining = max_epochs - anchored
         if remaining <= 0:
             return None
         return super().train(max_epochs=remaining, kl_warmup_epochs=kl_warmup_epochs, **common)
