@@ -3,10 +3,36 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
+import torch
+from lightning.pytorch.callbacks import Callback
 
 import mixvi
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+class PoisonDecoder(Callback):
+    """Fills the decoder's first weight with NaN at the start of ``epoch`` (0-based) or of global ``step``."""
+
+    def __init__(self, epoch: int | None = None, step: int | None = None) -> None:
+        self.epoch, self.step = epoch, step
+
+    @staticmethod
+    def _poison(pl_module) -> None:
+        with torch.no_grad():
+            next(pl_module.module.decoder.parameters()).fill_(float("nan"))
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            self._poison(pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            self._poison(pl_module)
+
+
+def assert_finite_weights(module) -> None:
+    assert all(torch.isfinite(v).all() for v in module.state_dict().values() if v.is_floating_point())
 
 
 @pytest.fixture(autouse=True)
