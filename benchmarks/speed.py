@@ -160,7 +160,7 @@ def measure(dataset: str, method: str, epochs: int, smoke: bool, accelerator: st
         times = timer.times
     elif method in ("mixvi", "mixvi_anndata_loader", "mixvi_scvi_plan", "gmvae", *COMPILED):
         compiled = COMPILED.get(method)
-        base = {"gmvae_compiled": "gmvae"}.get(method, "mixvi" if compiled is not None else method)
+        base = method.split("_")[0] if compiled is not None else method  # mixvi or gmvae
         cls = mixvi.model.GMVAE if base == "gmvae" else mixvi.model.VAE
         if method == "mixvi_scvi_plan":
             from scvi.train import TrainingPlan

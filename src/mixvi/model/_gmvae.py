@@ -187,8 +187,8 @@ class GMVAE(ReferenceMappingMixin, VAE):
             start = self.init_mixture(method=init, gmm_restarts=gmm_restarts, umap_neighbors=umap_neighbors)
             if anchor_epochs > 0:
                 # on the module's device: a host-side table would be copied over at every step
-                start = torch.as_tensor(start, dtype=torch.float32, device=self.module.prior_means.device)
-                self.module.anchor_log_gamma = torch.log(start.clamp_min(1e-8))
+                gamma = torch.as_tensor(start, dtype=torch.float32, device=self.module.prior_means.device)
+                self.module.anchor_log_gamma = torch.log(gamma.clamp_min(1e-8))
                 try:
                     super().train(max_epochs=anchor_epochs, kl_warmup_epochs=0, **common)
                 finally:
