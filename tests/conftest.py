@@ -11,28 +11,42 @@ import mixvi
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
+def poison_decoder(module) -> None:
+    """Fill the decoder's first weight with NaN."""
+    with torch.no_grad():
+        next(module.decoder.parameters()).fill_(float("nan"))
+
+
 class PoisonDecoder(Callback):
-    """Fills the decoder's first weight with NaN at the start of ``epoch`` (0-based) or of global ``step``."""
+    """:func:`poison_decoder` at the start of ``epoch`` (0-based) or of global ``step``."""
 
     def __init__(self, epoch: int | None = None, step: int | None = None) -> None:
         self.epoch, self.step = epoch, step
 
-    @staticmethod
-    def _poison(pl_module) -> None:
-        with torch.no_grad():
-            next(pl_module.module.decoder.parameters()).fill_(float("nan"))
-
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == self.epoch:
-            self._poison(pl_module)
+            poison_decoder(pl_module.module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step:
-            self._poison(pl_module)
+            poison_decoder(pl_module.module)
 
 
 def assert_finite_weights(module) -> None:
     assert all(torch.isfinite(v).all() for v in module.state_dict().values() if v.is_floating_point())
+
+
+def assert_compiled_matches_eager(eager, compiled) -> None:
+    """The ELBO histories of an uncompiled and a compiled run of the same seed agree.
+
+    The compiled kernels draw their own random numbers (dropout, z), so the runs agree up to
+    Monte Carlo noise (measured on the CPU: 0.15 %), well inside what training changes (5 %).
+    """
+    elbo_eager = eager.history["elbo_train"].to_numpy(dtype=float).ravel()
+    elbo_compiled = compiled.history["elbo_train"].to_numpy(dtype=float).ravel()
+    assert elbo_eager[0] - elbo_eager[-1] > 0.03 * elbo_eager[0]
+    np.testing.assert_allclose(elbo_compiled, elbo_eager, rtol=0.005)
+    assert not any(k.startswith("_orig_mod.") for k in compiled.module.state_dict())
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import signal
 import numpy as np
 import pytest
 import torch
-from conftest import QUIET
+from conftest import QUIET, poison_decoder
 from lightning.pytorch.callbacks import Callback
 
 import mixvi
@@ -24,11 +24,6 @@ class _AtEpoch(Callback):
             self.action(pl_module.module)
 
 
-def _poison(module):
-    with torch.no_grad():
-        next(module.decoder.parameters()).fill_(float("nan"))
-
-
 def _interrupt(module):
     raise KeyboardInterrupt
 
@@ -41,7 +36,7 @@ def _vae(pbmc):
 
 def test_a_nan_loss_stops_training_naming_the_epoch_and_a_cause(pbmc):
     model = _vae(pbmc)
-    at = _AtEpoch(2, _poison)
+    at = _AtEpoch(2, poison_decoder)
     with pytest.raises(
         NonFiniteLossError, match=r"became nan in epoch 3.*learning rate.*likelihood"
     ) as info:
