@@ -23,10 +23,11 @@ class TrainingGuard(Callback):
     a failure or an interrupt the model can be put back to its last good state.
 
     Reading a loss on the host makes it wait for the GPU, which would stall every step. So
-    each step only records, on the device, the first step whose loss was not finite; the
-    host looks at that record every ``check_every`` steps and at the end of each epoch.
-    Training stops within ``check_every`` steps of the failure, the error names the exact
-    step, and the weights go back to the end of the last complete epoch either way.
+    each step only keeps a reference to its (detached) loss, which launches nothing on the
+    device; every ``check_every`` steps and at the end of each epoch the host checks the
+    kept losses in one go. Training stops within ``check_every`` steps of the failure, the
+    error names the exact step, and the weights go back to the end of the last complete
+    epoch either way.
 
     Parameters
     ----------
@@ -40,7 +41,8 @@ class TrainingGuard(Callback):
         self.good_epoch = 0
         self.interrupted = False
         self.epoch = self.step = 0
-        self._first_bad: torch.Tensor | None = None  # (step, loss) of the first non-finite loss
+        # (global step, detached loss) of the steps since the last check
+        self._pending: list[tuple[int, torch.Tensor]] = []
 
     def _snapshot(self, pl_module) -> dict[str, torch.Tensor]:
         # under plan_kwargs={"compile": True} the plan holds torch.compile's wrapper, whose
@@ -52,7 +54,7 @@ class TrainingGuard(Callback):
         self.good_state = self._snapshot(pl_module)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._first_bad = None
+        self._pending = []
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._check(trainer)
@@ -66,21 +68,21 @@ class TrainingGuard(Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        loss = loss.detach().float().mean()
-        if self._first_bad is None:
-            self._first_bad = torch.full((2,), -1.0, device=loss.device)
-        here = torch.stack([torch.full_like(loss, float(self.step)), loss])
-        # keep the first failure: replace the record only while it is still empty
-        self._first_bad = torch.where((self._first_bad[0] < 0) & ~torch.isfinite(loss), here, self._first_bad)
-        if (batch_idx + 1) % self.check_every == 0:
+        loss = loss.detach()
+        self._pending.append((self.step, loss if loss.dim() == 0 else loss.float().mean()))
+        if len(self._pending) >= self.check_every:
             self._check(trainer)
 
     def _check(self, trainer) -> None:
-        if self._first_bad is None:
+        if not self._pending:
             return
-        step, value = self._first_bad.tolist()
-        if step >= 0:
-            raise NonFiniteLossError(value, trainer.current_epoch + 1, int(step))
+        steps, losses = zip(*self._pending, strict=True)
+        self._pending = []
+        values = torch.stack(losses).float()
+        bad = (~torch.isfinite(values)).nonzero()  # the one host synchronisation
+        if len(bad):
+            first = int(bad[0, 0])
+            raise NonFiniteLossError(values[first].item(), trainer.current_epoch + 1, steps[first])
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.interrupted = isinstance(exception, KeyboardInterrupt)
