@@ -50,6 +50,7 @@ def test_speed_benchmark_smoke(tmp_path):
     table = (tmp_path / "speed_smoke.md").read_text()
     assert "| counts (500×50) | scvi |" in table
     assert "| fashion_mnist (500×784) | scvi |" in table
+    assert "| × Lightning |" in table and "| fashion_mnist (500×784) | lightning |" in table
 
 
 def test_speed_benchmark_reports_the_median_of_interleaved_runs():

@@ -88,6 +88,30 @@ def test_the_nan_error_names_the_first_bad_step_however_often_the_host_looks(pbm
     assert np.isnan(info.value.value)
 
 
+def test_the_guard_keeps_losses_without_their_graphs_and_checks_them_in_batches():
+    from types import SimpleNamespace
+
+    from mixvi.model._guard import TrainingGuard
+
+    guard = TrainingGuard(check_every=3)
+    trainer = SimpleNamespace(current_epoch=0, global_step=0)
+    weight = torch.ones(2, requires_grad=True)
+    for step, value in enumerate([1.0, 2.0, float("inf")]):
+        trainer.global_step = step
+        guard.on_train_batch_start(trainer, None, None, step)
+        loss = (weight * value).sum()
+        if step < 2:
+            guard.on_train_batch_end(trainer, None, {"loss": loss}, None, step)
+            kept = guard._pending[-1][1]
+            assert not kept.requires_grad and kept.grad_fn is None  # the graph can be freed
+        else:
+            # the third step completes a batch of checks: the host looks and finds step 2
+            with pytest.raises(NonFiniteLossError) as info:
+                guard.on_train_batch_end(trainer, None, {"loss": loss}, None, step)
+            assert info.value.step == 2 and info.value.value == float("inf")
+    assert guard._pending == []
+
+
 class _ModeSpy(Callback):
     """Records whether the module is in training mode at the first step of every fit."""
 
