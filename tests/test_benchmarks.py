@@ -53,6 +53,22 @@ def test_speed_benchmark_smoke(tmp_path):
     assert "| × Lightning |" in table and "| fashion_mnist (500×784) | lightning |" in table
 
 
+def test_pretraining_benchmark_smoke_in_two_halves(tmp_path):
+    pretraining = _load("pretraining")
+    # the GPU half: pretrain and write the latents, no clustering
+    assert pretraining.main(["--smoke", "--latents-only", "--accelerator", "cpu", "--out", str(tmp_path)]) == []
+    saved = np.load(tmp_path / "latents_seed0.npz")
+    assert sorted(saved.files) == ["e1", "e2"]
+    assert saved["e2"].shape == (500, 10) and saved["e2"].dtype == np.float16
+    assert not np.allclose(saved["e1"], saved["e2"])  # the second epoch trained
+    # the CPU half: cluster those latents
+    results = pretraining.main(["--smoke", "--from-latents", str(tmp_path), "--out", str(tmp_path)])
+    assert [(r["seed"], r["epochs"]) for r in results] == [(0, 1), (0, 2)]
+    for r in results:
+        assert 0.1 < r["acc"] <= 1 and 0 <= r["nmi"] <= 1 and np.isfinite(r["gmm_log_likelihood"])
+    assert "| mean of 1 | 2 |" in (tmp_path / "pretraining_smoke.md").read_text()
+
+
 def test_speed_benchmark_reports_the_median_of_interleaved_runs():
     speed = _load("speed")
     runs = [{"epoch_seconds": t, "run": i} for i, t in enumerate([3.0, 1.0, 2.0, 9.0])]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -225,32 +226,14 @@ class GMVAE(ReferenceMappingMixin, VAE):
         -------
         Initial responsibilities, shape ``(n_obs, n_components)``.
         """
-        from sklearn.mixture import GaussianMixture
-
         from .._settings import settings
 
-        _check_init("method", method, umap_neighbors)
         seed = settings.seed if seed is None else seed
         z = self.get_latent_representation()
-        n_components = self.module.n_components
-        if method == "gmm":
-            gmm = GaussianMixture(
-                n_components, covariance_type="diag", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
-            ).fit(z)
-            logger.info("GMM start: log-likelihood per cell %.3f", gmm.score(z))
-            self.module.set_prior(gmm.weights_, gmm.means_, gmm.covariances_)
-            return gmm.predict_proba(z)
-        embedding = _umap_embedding(z, seed, umap_neighbors)
-        gmm = GaussianMixture(
-            n_components, covariance_type="full", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
-        ).fit(embedding)
-        logger.info("UMAP-GMM start: log-likelihood per cell %.3f", gmm.score(embedding))
-        resp = gmm.predict_proba(embedding)
-        mass = resp.sum(axis=0) + 1e-10
-        means = resp.T @ z / mass[:, None]
-        variances = resp.T @ z**2 / mass[:, None] - means**2
-        self.module.set_prior(mass / mass.sum(), means, np.maximum(variances, 0) + 1e-4)
-        return resp
+        start = mixture_start(z, self.module.n_components, method, gmm_restarts, umap_neighbors, seed)
+        logger.info("%s start: log-likelihood per cell %.3f", method, start.log_likelihood)
+        self.module.set_prior(start.weights, start.means, start.variances)
+        return start.responsibilities
 
     @classmethod
     def compare_n_components(
@@ -449,6 +432,45 @@ def _check_init(name: str, method: str, umap_neighbors: int) -> None:
         raise ValueError(f"{name} must be 'umap' or 'gmm', got {method!r}.")
     if method == "umap" and umap_neighbors < 2:
         raise ValueError(f"umap_neighbors must be >= 2, got {umap_neighbors}.")
+
+
+@dataclass
+class MixtureStart:
+    """A clustering of latent means turned into the GMVAE prior's π, μ and σ²."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    variances: np.ndarray
+    responsibilities: np.ndarray
+    log_likelihood: float  # per cell, of the GaussianMixture on the space it was fitted in
+
+
+def mixture_start(
+    z: np.ndarray, n_components: int, method: str, gmm_restarts: int, umap_neighbors: int, seed: int
+) -> MixtureStart:
+    """The clustering behind :meth:`GMVAE.init_mixture`, for any latent means ``z``.
+
+    ``"gmm"``: a diagonal GaussianMixture on ``z``, copied as it is. ``"umap"``: a
+    full-covariance GaussianMixture on a UMAP of ``z``, whose responsibilities weigh the
+    moments of ``z`` (the prior lives in the latent, not in the UMAP).
+    """
+    from sklearn.mixture import GaussianMixture
+
+    _check_init("method", method, umap_neighbors)
+    if method == "gmm":
+        gmm = GaussianMixture(
+            n_components, covariance_type="diag", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
+        ).fit(z)
+        return MixtureStart(gmm.weights_, gmm.means_, gmm.covariances_, gmm.predict_proba(z), gmm.score(z))
+    embedding = _umap_embedding(z, seed, umap_neighbors)
+    gmm = GaussianMixture(
+        n_components, covariance_type="full", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
+    ).fit(embedding)
+    resp = gmm.predict_proba(embedding)
+    mass = resp.sum(axis=0) + 1e-10
+    means = resp.T @ z / mass[:, None]
+    variances = resp.T @ z**2 / mass[:, None] - means**2
+    return MixtureStart(mass / mass.sum(), means, np.maximum(variances, 0) + 1e-4, resp, gmm.score(embedding))
 
 
 def _umap_embedding(z: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
