@@ -104,6 +104,8 @@ def test_the_guard_keeps_losses_without_their_graphs_and_checks_them_in_batches(
             guard.on_train_batch_end(trainer, None, {"loss": loss}, None, step)
             kept = guard._pending[-1][1]
             assert not kept.requires_grad and kept.grad_fn is None  # the graph can be freed
+            # a copy: CUDA-graph replays overwrite the memory of earlier steps' outputs
+            assert kept.data_ptr() != loss.data_ptr() and kept.item() == 2 * value
         else:
             # the third step completes a batch of checks: the host looks and finds step 2
             with pytest.raises(NonFiniteLossError) as info:

@@ -23,8 +23,8 @@ class TrainingGuard(Callback):
     a failure or an interrupt the model can be put back to its last good state.
 
     Reading a loss on the host makes it wait for the GPU, which would stall every step. So
-    each step only keeps a reference to its (detached) loss, which launches nothing on the
-    device; every ``check_every`` steps and at the end of each epoch the host checks the
+    each step only keeps a copy of its (detached) loss, one small copy on the device;
+    every ``check_every`` steps and at the end of each epoch the host checks the
     kept losses in one go. Training stops within ``check_every`` steps of the failure, the
     error names the exact step, and the weights go back to the end of the last complete
     epoch either way.
@@ -68,8 +68,10 @@ class TrainingGuard(Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):
             return
+        # a copy, not a view: under CUDA graphs (compile mode "reduce-overhead") the step's
+        # outputs live in memory that the next replay overwrites
         loss = loss.detach()
-        self._pending.append((self.step, loss if loss.dim() == 0 else loss.float().mean()))
+        self._pending.append((self.step, loss.clone() if loss.dim() == 0 else loss.float().mean()))
         if len(self._pending) >= self.check_every:
             self._check(trainer)
 
