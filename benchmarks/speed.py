@@ -101,6 +101,13 @@ class EpochTimer:
         self.callback = _Callback()
 
 
+def plan_optimiser(params):
+    """The optimiser mixvi's training plan builds (scvi-tools' settings, fused Adam)."""
+    import torch
+
+    return torch.optim.Adam(params, lr=LR, eps=0.01, weight_decay=1e-6, fused=True)
+
+
 def bare_loop(module, x, extra_tensors: dict, epochs: int, device) -> list[float]:
     """The floor: the same module and optimiser over in-memory tensors, no framework."""
     import torch
@@ -109,8 +116,7 @@ def bare_loop(module, x, extra_tensors: dict, epochs: int, device) -> list[float
     module.to(device).train()
     x = x.to(device)
     extra = {k: v.to(device) for k, v in extra_tensors.items()}
-    # the optimiser mixvi's training plan builds (scvi-tools' settings, fused Adam)
-    optimiser = torch.optim.Adam(module.parameters(), lr=LR, eps=0.01, weight_decay=1e-6, fused=True)
+    optimiser = plan_optimiser(module.parameters())
     times = []
     n = x.shape[0]
     for _ in range(epochs):
@@ -137,7 +143,6 @@ def lightning_floor(module, x, extra_tensors: dict, epochs: int, device, callbac
     to the bare loop is Lightning's loop (hooks, closure, precision and strategy calls).
     """
     import lightning.pytorch as pl
-    import torch
     from scvi import REGISTRY_KEYS
 
     from mixvi.model._base import DeviceBatches
@@ -151,7 +156,7 @@ def lightning_floor(module, x, extra_tensors: dict, epochs: int, device, callbac
             return self.module(batch)[2].loss
 
         def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=LR, eps=0.01, weight_decay=1e-6, fused=True)
+            return plan_optimiser(self.parameters())
 
     tensors = {REGISTRY_KEYS.X_KEY: x, **extra_tensors}
     batches = DeviceBatches({k: v.to(device) for k, v in tensors.items()}, BATCH_SIZE, shuffle=True)
