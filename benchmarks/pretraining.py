@@ -70,7 +70,10 @@ def pretrain(
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             if trainer.current_epoch + 1 not in checkpoints:
                 return
-            module = model.module  # the uncompiled module, whatever the plan trains
+            # encoded here, not by get_latent_representation: mid-training, scvi-tools refuses
+            # an untrained model and, with the module in training mode, leaves the data on the
+            # host. model.module is the uncompiled module, whatever the plan trains.
+            module = model.module
             module.eval()
             device = next(module.parameters()).device
             with torch.inference_mode():
