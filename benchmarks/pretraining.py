@@ -46,7 +46,7 @@ def load(smoke: bool):
 
 
 def pretrain(
-    adata, seed: int, checkpoints: list[int], accelerator: str, compile_: bool
+    adata, seed: int, checkpoints: list[int], accelerator: str, compile_: bool, lr_schedule: str = "constant"
 ) -> dict[int, np.ndarray]:
     """Pretrain one GMVAE as ``GMVAE.train`` does; return the latent means at each checkpoint."""
     import torch
@@ -96,7 +96,7 @@ def pretrain(
         batch_size=CONFIG.batch_size,
         accelerator=accelerator,
         train_size=1.0,
-        plan_kwargs={"eps": 1e-8, "compile": compile_},
+        plan_kwargs={"eps": 1e-8, "compile": compile_, "lr_schedule": lr_schedule},
         callbacks=[Keep()],
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -148,6 +148,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--compile", action="store_true", help="plan_kwargs={'compile': True} (pays on a GPU)"
     )
     parser.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="the pretraining's learning rate: constant, or cosine decay to 0 over the last checkpoint's epochs",
+    )
+    parser.add_argument(
         "--latents-only", action="store_true", help="pretrain and write the latents, do not cluster"
     )
     parser.add_argument(
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             saved = np.load(args.from_latents / f"latents_seed{seed}.npz")
             latents = {e: saved[f"e{e}"] for e in args.checkpoints}
         else:
-            latents = pretrain(adata, seed, args.checkpoints, args.accelerator, args.compile)
+            latents = pretrain(adata, seed, args.checkpoints, args.accelerator, args.compile, args.lr_schedule)
             np.savez(
                 args.out / f"latents_seed{seed}.npz",
                 **{f"e{e}": z.astype(np.float16) for e, z in latents.items()},
@@ -183,6 +189,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"- Fashion-MNIST ({adata.n_obs} images), quality.py's GMVAE config; the start is "
             f"UMAP ({CONFIG.gmvae_train['umap_neighbors']} neighbours) + a full GaussianMixture (5 restarts), "
             "UMAP and GMM seeded with the pretraining seed",
+            f"- pretraining learning rate: {args.lr_schedule}"
+            + (f" (cosine decay to 0 over {max(args.checkpoints)} epochs)" if args.lr_schedule == "cosine" else ""),
         ]
         report(
             "GMVAE start after pretraining",

@@ -177,3 +177,39 @@ def test_a_nan_under_compile_restores_the_uncompiled_weights(pbmc):
     with pytest.raises(NonFiniteLossError, match="in epoch 2"):
         model.train(max_epochs=3, callbacks=[PoisonDecoder(epoch=1)], plan_kwargs={"compile": True}, **QUIET)
     assert_finite_weights(model.module)
+
+
+class _LearningRates(Callback):
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_learning_rate_schedule_spans_the_run(pbmc, schedule):
+    spy = _LearningRates()
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc, n_hidden=32)
+    model.train(
+        max_epochs=3, batch_size=128, lr=2e-3, train_size=1.0, callbacks=[spy], plan_kwargs={"lr_schedule": schedule}, **QUIET
+    )
+    rates = np.array(spy.rates)
+    assert len(rates) == 3 * int(np.ceil(pbmc.n_obs / 128))
+    if schedule == "constant":
+        assert np.all(rates == 2e-3)
+        return
+    # half a cosine from lr towards 0 over all steps of the run, one value per step
+    steps = np.arange(len(rates))
+    np.testing.assert_allclose(rates, 1e-3 * (1 + np.cos(np.pi * steps / len(rates))), rtol=1e-6)
+    assert np.all(np.diff(rates) < 0)
+
+
+def test_a_second_schedule_is_refused(pbmc):
+    mixvi.model.VAE.setup_anndata(pbmc)
+    module = mixvi.model.VAE(pbmc).module
+    with pytest.raises(ValueError, match="choose one"):
+        MixviTrainingPlan(module, lr_schedule="cosine", reduce_lr_on_plateau=True)
+    with pytest.raises(ValueError, match="'constant' or 'cosine'"):
+        MixviTrainingPlan(module, lr_schedule="linear")

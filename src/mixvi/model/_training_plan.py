@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from scvi.train import TrainingPlan
 
@@ -26,12 +28,24 @@ class MixviTrainingPlan(TrainingPlan):
     ----------
     module
         The mixvi module to train.
+    lr_schedule
+        ``"constant"`` (default) keeps the learning rate at ``lr``; ``"cosine"`` lowers it
+        along half a cosine from ``lr`` to ``lr_min`` over the steps of this training run
+        (:class:`torch.optim.lr_scheduler.CosineAnnealingLR`, stepped every minibatch).
+        scvi-tools' ``reduce_lr_on_plateau`` is the other schedule; the two exclude each other.
     **kwargs
         See :class:`scvi.train.TrainingPlan`.
     """
 
-    def __init__(self, module, **kwargs) -> None:
+    def __init__(self, module, lr_schedule: Literal["constant", "cosine"] = "constant", **kwargs) -> None:
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {lr_schedule!r}.")
+        if lr_schedule != "constant" and kwargs.get("reduce_lr_on_plateau"):
+            raise ValueError(
+                "lr_schedule='cosine' and reduce_lr_on_plateau=True each set the learning rate; choose one."
+            )
         super().__init__(module, **kwargs)
+        self.lr_schedule = lr_schedule
         self._reset_sums()
 
     def __setattr__(self, name: str, value) -> None:
@@ -101,6 +115,17 @@ class MixviTrainingPlan(TrainingPlan):
         if "kl_weight" in self.loss_kwargs:
             self.log("kl_weight", float(self.kl_weight), on_step=False, on_epoch=True)
         self._reset_sums()
+
+    def configure_optimizers(self):
+        """scvi-tools' optimiser (and plateau schedule), plus the cosine schedule on request."""
+        config = super().configure_optimizers()
+        if self.lr_schedule == "cosine":
+            # per step rather than per epoch, so that a run of a few long epochs decays smoothly
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                config["optimizer"], T_max=max(1, int(self.trainer.estimated_stepping_batches)), eta_min=self.lr_min
+            )
+            config["lr_scheduler"] = {"scheduler": scheduler, "interval": "step"}
+        return config
 
     def _optimizer_creator_fn(self, optimizer_cls: type[torch.optim.Optimizer]):
         def create(params):
