@@ -26,8 +26,9 @@ Runs:
   plan. Also the time to compute latents for all images, and ``mixvi_compiled``: the mixvi
   VAE with ``plan_kwargs={"compile": True}`` (``torch.compile``; its first, untimed epoch
   holds the compilation, shown as "warm-up s").
-- On request (``--methods``): ``gmvae_compiled`` and ``mixvi_cudagraphs`` (compiled with
-  ``mode="reduce-overhead"``, i.e. CUDA graphs on a GPU).
+- On request (``--methods``): ``gmvae_compiled``, ``mixvi_cudagraphs`` (compiled with
+  ``mode="reduce-overhead"``, i.e. CUDA graphs on a GPU) and ``lightning_manual`` (the
+  Lightning floor with manual optimisation, which skips the optimiser closure).
 
 The bare loop uses the optimiser that mixvi's training plan uses (Adam, fused where the
 device supports it), so that "× bare" measures the framework, not the optimiser.
@@ -133,7 +134,9 @@ def bare_loop(module, x, extra_tensors: dict, epochs: int, device) -> list[float
     return times
 
 
-def lightning_floor(module, x, extra_tensors: dict, epochs: int, device, callback) -> None:
+def lightning_floor(
+    module, x, extra_tensors: dict, epochs: int, device, callback, manual: bool = False
+) -> None:
     """The framework's own floor: a minimal LightningModule around the same module.
 
     It has what any Lightning training needs and nothing else: ``training_step`` returns
@@ -141,6 +144,9 @@ def lightning_floor(module, x, extra_tensors: dict, epochs: int, device, callbac
     loader; no logging, metrics or callbacks besides the timer. mixvi's distance to this
     row is what its training plan, guard and scvi-tools' plumbing add; this row's distance
     to the bare loop is Lightning's loop (hooks, closure, precision and strategy calls).
+    With ``manual``, the step runs Lightning's manual optimisation
+    (``automatic_optimization = False``: zero_grad, backward and step in
+    ``training_step``), which skips the closure that automatic optimisation wraps around it.
     """
     import lightning.pytorch as pl
     from scvi import REGISTRY_KEYS
@@ -151,9 +157,16 @@ def lightning_floor(module, x, extra_tensors: dict, epochs: int, device, callbac
         def __init__(self) -> None:
             super().__init__()
             self.module = module
+            self.automatic_optimization = not manual
 
         def training_step(self, batch, batch_idx):
-            return self.module(batch)[2].loss
+            loss = self.module(batch)[2].loss
+            if manual:
+                optimiser = self.optimizers(use_pl_optimizer=False)
+                optimiser.zero_grad(set_to_none=True)
+                self.manual_backward(loss)
+                optimiser.step()
+            return loss
 
         def configure_optimizers(self):
             return plan_optimiser(self.parameters())
@@ -240,7 +253,7 @@ def measure(dataset: str, method: str, epochs: int, smoke: bool, accelerator: st
                 result[
                     f"latent_seconds_batch_{batch_size or mixvi.model._base.INFERENCE_BATCH_SIZE}"
                 ] = time.perf_counter() - start
-    elif method in ("bare", "lightning"):
+    elif method in ("bare", "lightning", "lightning_manual"):
         from mixvi.module import VAEModule
 
         device = torch.device(
@@ -259,7 +272,8 @@ def measure(dataset: str, method: str, epochs: int, smoke: bool, accelerator: st
         if method == "bare":
             times = bare_loop(module, x, extra, epochs, device)
         else:
-            lightning_floor(module, x, extra, epochs, device, timer.callback)
+            manual = method == "lightning_manual"
+            lightning_floor(module, x, extra, epochs, device, timer.callback, manual=manual)
             times = timer.times
     else:
         raise ValueError(method)
@@ -340,8 +354,10 @@ def report(
 # torch.compile variants (plan_kwargs={"compile": True, "compile_kwargs": ...}); the first
 # epoch, which is not timed, holds the compilation ("warm-up s" in the table)
 COMPILED = {"mixvi_compiled": {}, "gmvae_compiled": {}, "mixvi_cudagraphs": {"mode": "reduce-overhead"}}
+# on request only: the Lightning floor with manual optimisation
+EXTRA = ["lightning_manual"]
 _DEFAULT = ["bare", "lightning", "mixvi", "mixvi_anndata_loader", "mixvi_scvi_plan", "scvi", "gmvae"]
-METHODS = [*_DEFAULT, *COMPILED]
+METHODS = [*_DEFAULT, *COMPILED, *EXTRA]
 # Compiling takes tens of seconds on a CPU, so by default only the images (the GPU target)
 # get the compiled VAE; the GMVAE's and CUDA graphs' variants are there to be asked for.
 PLAN = {"counts": _DEFAULT, "fashion_mnist": [*_DEFAULT, "mixvi_compiled"]}
