@@ -126,7 +126,13 @@ def leiden_k(adata: ad.AnnData, use_rep: str, k: int, seed: int) -> np.ndarray:
 
 
 def run_seed(
-    name: str, adata: ad.AnnData, cfg: Config, seed: int, smoke: bool, methods: list[str]
+    name: str,
+    adata: ad.AnnData,
+    cfg: Config,
+    seed: int,
+    smoke: bool,
+    methods: list[str],
+    gmvae_lr_schedule: str = "constant",
 ) -> dict:
     y = adata.obs[cfg.label_key].astype(str).to_numpy()
     k = len(np.unique(y))
@@ -174,6 +180,7 @@ def run_seed(
             pretrain_epochs=epochs(cfg.pretrain_epochs),
             anchor_epochs=0 if smoke else cfg.anchor_epochs,
             batch_size=cfg.batch_size,
+            plan_kwargs={"lr_schedule": gmvae_lr_schedule},
             **cfg.gmvae_train,
             **quiet,
         )
@@ -256,6 +263,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the .md/.json results")
     parser.add_argument("--name", default="quality", help="file name (stem) of the results")
+    parser.add_argument(
+        "--gmvae-lr-schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="the GMVAE's learning rate in each training phase (plan_kwargs lr_schedule)",
+    )
     args = parser.parse_args(argv)
 
     sc.settings.verbosity = 0
@@ -278,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = {}
         for seed in args.seeds:
             results[name][seed] = run_seed(
-                name, adata, CONFIGS[name], seed, args.smoke, args.methods
+                name, adata, CONFIGS[name], seed, args.smoke, args.methods, args.gmvae_lr_schedule
             )
             print(
                 f"{name} seed {seed}: "
