@@ -8,6 +8,7 @@ Usage::
     python benchmarks/quality.py                       # full run (hours on 2 CPU cores)
     python benchmarks/quality.py --datasets mnist5k pbmc --seeds 0 1 2 3 4
     python benchmarks/quality.py --smoke               # a few hundred cells, 1 epoch (CI)
+    python benchmarks/quality.py --merge A.json B.json --name C   # one table from runs of other seeds
 
 Methods (K = number of reference classes, the only thing taken from the labels):
 
@@ -269,15 +270,25 @@ def main(argv: list[str] | None = None) -> dict:
         default="constant",
         help="the GMVAE's learning rate in each training phase (plan_kwargs lr_schedule)",
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        help="JSON results of runs over other seeds (e.g. side by side): write one table of them all",
+    )
     args = parser.parse_args(argv)
+    command = "python " + " ".join(
+        shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
+    )
+    if args.merge:
+        summary, text = merge(args.merge, args.out / args.name, command)
+        print(text)
+        return summary
 
     sc.settings.verbosity = 0
     start = time.perf_counter()
     meta = {
-        "command": "python "
-        + " ".join(
-            shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
-        ),
+        "command": command,
         "commit": _commit(),
         "machine": _machine(),
         "seeds": args.seeds,
@@ -306,6 +317,30 @@ def main(argv: list[str] | None = None) -> dict:
     summary, text = _write(args.out / stem, results, meta)
     print(text)
     return summary
+
+
+def merge(paths: list[Path], stem: Path, command: str) -> tuple[dict, str]:
+    """One table from the per-seed results of several runs (no seed may appear twice)."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    results: dict = {}
+    for part in parts:
+        for name, per_seed in part["per_seed"].items():
+            for seed, row in per_seed.items():
+                if seed in results.setdefault(name, {}):
+                    raise ValueError(f"{name} seed {seed} is in more than one of the merged runs.")
+                results[name][seed] = row
+    metas = [part["meta"] for part in parts]
+    meta = {
+        "command": " ; ".join(m["command"] for m in metas) + f" ; then {command}",
+        "commit": ", ".join(dict.fromkeys(m["commit"] for m in metas)),
+        "machine": ", ".join(dict.fromkeys(m["machine"] for m in metas)),
+        "seeds": sorted(int(s) for per_seed in results.values() for s in per_seed),
+        "smoke": any(m["smoke"] for m in metas),
+        # the runs may have run side by side: the longest is the wall time of the whole
+        "wall_seconds": max(m["wall_seconds"] for m in metas),
+        "merged": metas,
+    }
+    return _write(stem, results, meta)
 
 
 def _write(stem: Path, results: dict, meta: dict) -> tuple[dict, str]:

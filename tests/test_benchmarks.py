@@ -35,6 +35,26 @@ def test_quality_benchmark_smoke(tmp_path):
     assert "| mnist5k | gmvae |" in table and "n/a (smoke)" in table
 
 
+def test_quality_runs_over_other_seeds_merge_into_the_table_of_one_run(tmp_path):
+    import pytest
+
+    quality = _load("quality")
+    common = ["--smoke", "--datasets", "pbmc", "--methods", "kmeans_pca50", "--out", str(tmp_path)]
+    quality.main([*common, "--seeds", "0", "--name", "a"])
+    quality.main([*common, "--seeds", "1", "--name", "b"])
+    together = quality.main([*common, "--seeds", "0", "1", "--name", "both"])
+    parts = [str(tmp_path / "a_smoke.json"), str(tmp_path / "b_smoke.json")]
+    merged = quality.main(["--merge", *parts, "--out", str(tmp_path), "--name", "merged"])
+    # the same scores (k-means is seeded); the seconds are each run's own
+    for key in ("acc", "nmi", "ari", "n_seeds"):
+        assert merged["pbmc"]["kmeans_pca50"][key] == together["pbmc"]["kmeans_pca50"][key]
+    saved = json.loads((tmp_path / "merged.json").read_text())
+    assert saved["meta"]["seeds"] == [0, 1] and len(saved["meta"]["merged"]) == 2
+    assert "--name a" in saved["meta"]["command"] and "--name b" in saved["meta"]["command"]
+    with pytest.raises(ValueError, match="seed 0 is in more than one"):
+        quality.main(["--merge", parts[0], parts[0], "--out", str(tmp_path), "--name", "twice"])
+
+
 def test_speed_benchmark_smoke(tmp_path):
     speed = _load("speed")
     results = speed.main(["--smoke", "--accelerator", "cpu", "--out", str(tmp_path)])
