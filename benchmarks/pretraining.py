@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality import CONFIGS
+from quality import CONFIGS, LR_SCHEDULES
 from speed import report
 
 RESULTS = Path(__file__).parent / "results"
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument(
         "--lr-schedule",
-        choices=["constant", "cosine"],
+        choices=LR_SCHEDULES,
         default="constant",
         help="the pretraining's learning rate: constant, or cosine decay to 0 over the last checkpoint's epochs",
     )

@@ -36,6 +36,7 @@ from sklearn.cluster import KMeans
 
 import mixvi
 from mixvi.metrics import clustering_scores
+from mixvi.model._training_plan import LR_SCHEDULES
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("kmeans_pca50", "pca_leiden", "vae_kmeans", "vae_leiden", "gmvae")
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--name", default="quality", help="file name (stem) of the results")
     parser.add_argument(
         "--gmvae-lr-schedule",
-        choices=["constant", "cosine"],
+        choices=LR_SCHEDULES,
         default="constant",
         help="the GMVAE's learning rate in each training phase (plan_kwargs lr_schedule)",
     )

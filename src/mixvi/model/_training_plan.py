@@ -7,6 +7,9 @@ from typing import Literal
 import torch
 from scvi.train import TrainingPlan
 
+#: values of the plan's ``lr_schedule``
+LR_SCHEDULES = ("constant", "cosine")
+
 
 class MixviTrainingPlan(TrainingPlan):
     """:class:`scvi.train.TrainingPlan` that logs once per epoch and uses a fused Adam.
@@ -38,7 +41,7 @@ class MixviTrainingPlan(TrainingPlan):
     """
 
     def __init__(self, module, lr_schedule: Literal["constant", "cosine"] = "constant", **kwargs) -> None:
-        if lr_schedule not in ("constant", "cosine"):
+        if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {lr_schedule!r}.")
         if lr_schedule != "constant" and kwargs.get("reduce_lr_on_plateau"):
             raise ValueError(
