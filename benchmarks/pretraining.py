@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality import CONFIGS, LR_SCHEDULES
+from quality import CONFIGS
 from speed import report
+
+from mixvi.model._training_plan import LR_SCHEDULES
 
 RESULTS = Path(__file__).parent / "results"
 CONFIG = CONFIGS["fashion_mnist"]
