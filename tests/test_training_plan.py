@@ -187,13 +187,58 @@ class _LearningRates(Callback):
         self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
+# Lightning runs the optimiser itself (automatic optimisation) only when it clips gradients;
+# a threshold no gradient reaches keeps the updates those of the manual step.
+AUTOMATIC = {"gradient_clip_val": 1e12}
+PATHS = {"manual": {}, "automatic": AUTOMATIC}
+
+
+class _Paths(Callback):
+    """Records whether each fit ran Lightning's automatic optimisation."""
+
+    def __init__(self) -> None:
+        self.automatic: list[bool] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.automatic.append(pl_module.automatic_optimization)
+
+
+def test_the_step_is_manual_unless_lightning_must_clip_or_accumulate(pbmc):
+    paths = _Paths()
+    runs = {}
+    for name, kwargs in {"manual": {}, **{k: {k: v} for k, v in (*AUTOMATIC.items(), ("accumulate_grad_batches", 1))}}.items():
+        runs[name] = _trained(pbmc.copy(), MixviTrainingPlan, callbacks=[paths], **kwargs)
+    # accumulate_grad_batches=1 accumulates nothing: it stays manual
+    assert paths.automatic == [False, True, False]
+    for key in KEYS + VALIDATION_KEYS:
+        manual = runs["manual"].history[key].to_numpy(dtype=float).ravel()
+        automatic = runs["gradient_clip_val"].history[key].to_numpy(dtype=float).ravel()
+        np.testing.assert_allclose(manual, automatic, rtol=1e-6, err_msg=key)
+    for (name, a), b in zip(
+        runs["manual"].module.state_dict().items(), runs["gradient_clip_val"].module.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc, n_hidden=32)
+    model.train(max_epochs=1, accumulate_grad_batches=2, callbacks=[paths], **QUIET)
+    assert paths.automatic[-1] is True
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_the_learning_rate_schedule_spans_the_run(pbmc, schedule):
+def test_the_learning_rate_schedule_spans_the_run(pbmc, schedule, path):
     spy = _LearningRates()
     mixvi.model.VAE.setup_anndata(pbmc)
     model = mixvi.model.VAE(pbmc, n_hidden=32)
     model.train(
-        max_epochs=3, batch_size=128, lr=2e-3, train_size=1.0, callbacks=[spy], plan_kwargs={"lr_schedule": schedule}, **QUIET
+        max_epochs=3,
+        batch_size=128,
+        lr=2e-3,
+        train_size=1.0,
+        callbacks=[spy],
+        plan_kwargs={"lr_schedule": schedule},
+        **PATHS[path],
+        **QUIET,
     )
     rates = np.array(spy.rates)
     assert len(rates) == 3 * int(np.ceil(pbmc.n_obs / 128))
@@ -204,6 +249,39 @@ def test_the_learning_rate_schedule_spans_the_run(pbmc, schedule):
     steps = np.arange(len(rates))
     np.testing.assert_allclose(rates, 1e-3 * (1 + np.cos(np.pi * steps / len(rates))), rtol=1e-6)
     assert np.all(np.diff(rates) < 0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_the_plateau_schedule_lowers_the_rate_after_each_epoch_without_progress(pbmc, path):
+    spy = _LearningRates()
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc, n_hidden=32)
+    # no epoch can improve on the first by 1e9, so every later epoch halves the rate
+    plateau = {"reduce_lr_on_plateau": True, "lr_patience": 0, "lr_factor": 0.5, "lr_threshold": 1e9}
+    model.train(
+        max_epochs=4,
+        batch_size=128,
+        lr=2e-3,
+        train_size=0.8,
+        check_val_every_n_epoch=1,
+        callbacks=[spy],
+        plan_kwargs=plateau,
+        **PATHS[path],
+        **QUIET,
+    )
+    per_epoch = np.array(spy.rates).reshape(4, -1)
+    assert np.all(per_epoch == per_epoch[:, :1])  # constant within an epoch
+    np.testing.assert_allclose(per_epoch[:, 0], [2e-3, 2e-3, 1e-3, 5e-4])
+
+
+def test_the_plateau_schedule_needs_a_validation_metric_every_epoch(pbmc):
+    mixvi.model.VAE.setup_anndata(pbmc)
+    model = mixvi.model.VAE(pbmc, n_hidden=32)
+    plateau = {"reduce_lr_on_plateau": True}
+    with pytest.raises(ValueError, match="no validation cells"):
+        model.train(max_epochs=2, train_size=1.0, plan_kwargs=plateau, **QUIET)
+    with pytest.raises(RuntimeError, match="'elbo_validation', which this epoch did not log"):
+        model.train(max_epochs=2, train_size=0.8, check_val_every_n_epoch=2, plan_kwargs=plateau, **QUIET)
 
 
 def test_a_second_schedule_is_refused(pbmc):

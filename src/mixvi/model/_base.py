@@ -271,6 +271,11 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         if kl_warmup_epochs is None:
             kl_warmup_epochs = max_epochs // 4
         plan = {"lr": lr, "n_epochs_kl_warmup": kl_warmup_epochs, **(plan_kwargs or {})}
+        if plan.get("reduce_lr_on_plateau") and train_size == 1.0:
+            raise ValueError(
+                "reduce_lr_on_plateau follows a validation metric, and train_size=1.0 leaves no "
+                "validation cells; use train_size < 1 (e.g. 0.9) or plan_kwargs={'lr_schedule': 'cosine'}."
+            )
         if self._resolve_loader(loader, accelerator, devices, trainer_kwargs) == "device":
             trainer_kwargs["datamodule"] = InMemoryDataSplitter(
                 self.adata_manager,

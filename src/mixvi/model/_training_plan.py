@@ -27,6 +27,13 @@ class MixviTrainingPlan(TrainingPlan):
     Adam is the fused implementation where every parameter lives on a CPU or CUDA device:
     one kernel for all parameters instead of a loop over them, with the same update rule.
 
+    Each step runs Lightning's manual optimisation (zero_grad, backward, optimiser step and
+    the learning-rate schedule inside :meth:`training_step`), which skips the closure and
+    the hooks that Lightning's automatic optimisation wraps around every step; the updates
+    are the same. Lightning clips gradients and accumulates minibatches only in its
+    automatic loop, so a run with ``gradient_clip_val`` or ``accumulate_grad_batches``
+    (Lightning Trainer arguments) falls back to it.
+
     Parameters
     ----------
     module
@@ -60,6 +67,12 @@ class MixviTrainingPlan(TrainingPlan):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """Whether Lightning runs the optimiser (only for gradient clipping or accumulation)."""
+        trainer = self._trainer
+        return trainer is not None and (bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1)
 
     def on_fit_start(self) -> None:
         """Put the module in training mode.
@@ -96,6 +109,13 @@ class MixviTrainingPlan(TrainingPlan):
         self._sums = terms if self._sums is None else self._sums + terms
         self._n_obs += out.n_obs_minibatch
         self._n_batches += 1
+        if not self.automatic_optimization:
+            optimiser = self.optimizers()
+            optimiser.zero_grad(set_to_none=True)
+            self.manual_backward(out.loss)
+            optimiser.step()  # Lightning's wrapper: it counts the step in global_step
+            if self.lr_schedule == "cosine":
+                self.lr_schedulers().step()
         return out.loss
 
     def on_train_epoch_end(self) -> None:
@@ -118,6 +138,19 @@ class MixviTrainingPlan(TrainingPlan):
         if "kl_weight" in self.loss_kwargs:
             self.log("kl_weight", float(self.kl_weight), on_step=False, on_epoch=True)
         self._reset_sums()
+        if self.reduce_lr_on_plateau and not self.automatic_optimization:
+            self._step_plateau_schedule()
+
+    def _step_plateau_schedule(self) -> None:
+        # Lightning's automatic loop would do this after the epoch's validation, with the
+        # same metric, and would refuse to go on without it.
+        value = self.trainer.callback_metrics.get(self.lr_scheduler_metric)
+        if value is None:
+            raise RuntimeError(
+                f"reduce_lr_on_plateau follows {self.lr_scheduler_metric!r}, which this epoch did not "
+                f"log; validate every epoch (train_size < 1, check_val_every_n_epoch=1)."
+            )
+        self.lr_schedulers().step(value)
 
     def configure_optimizers(self):
         """scvi-tools' optimiser (and plateau schedule), plus the cosine schedule on request."""
@@ -128,6 +161,10 @@ class MixviTrainingPlan(TrainingPlan):
                 config["optimizer"], T_max=max(1, int(self.trainer.estimated_stepping_batches)), eta_min=self.lr_min
             )
             config["lr_scheduler"] = {"scheduler": scheduler, "interval": "step"}
+        if "lr_scheduler" in config and not self.automatic_optimization:
+            # the manual step runs the schedule itself; Lightning would warn that it ignores
+            # the keys that tell its automatic loop when to step
+            config["lr_scheduler"] = config["lr_scheduler"]["scheduler"]
         return config
 
     def _optimizer_creator_fn(self, optimizer_cls: type[torch.optim.Optimizer]):
