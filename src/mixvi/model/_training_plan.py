@@ -148,7 +148,7 @@ class MixviTrainingPlan(TrainingPlan):
         if value is None:
             raise RuntimeError(
                 f"reduce_lr_on_plateau follows {self.lr_scheduler_metric!r}, which this epoch did not "
-                f"log; validate every epoch (train_size < 1, check_val_every_n_epoch=1)."
+                "log; validate every epoch (train_size < 1, check_val_every_n_epoch=1)."
             )
         self.lr_schedulers().step(value)
 
