@@ -9,6 +9,7 @@ Usage::
     python benchmarks/speed.py                 # 20,000 × 2,000 counts and Fashion-MNIST 70,000 × 784
     python benchmarks/speed.py --epochs 6      # 1 warm-up + 5 timed epochs
     python benchmarks/speed.py --repeats 3     # every method 3 times, interleaved; median of the runs
+    python benchmarks/speed.py --paired        # also each epoch against a bare epoch run just before it
     python benchmarks/speed.py --accelerator gpu  # on a GPU
     python benchmarks/speed.py --smoke         # tiny data, 2 epochs (CI)
 
@@ -78,9 +79,15 @@ def scvi_counts(adata):
 
 
 class EpochTimer:
-    """Lightning callback: wall time of every training epoch."""
+    """Lightning callback: wall time of every training epoch.
 
-    def __init__(self) -> None:
+    With ``before_epoch`` (a function that runs and times something, such as one epoch of
+    the bare loop), it is called before each epoch's clock starts and its times are kept in
+    ``paired``: each epoch then has a reference measured seconds before it, on the same
+    machine in the same state.
+    """
+
+    def __init__(self, before_epoch=None) -> None:
         import torch
         from lightning.pytorch.callbacks import Callback
 
@@ -93,12 +100,15 @@ class EpochTimer:
 
         class _Callback(Callback):
             def on_train_epoch_start(self, trainer, module):
+                if before_epoch is not None:
+                    timer.paired.append(before_epoch())
                 timer._start = now()
 
             def on_train_epoch_end(self, trainer, module):
                 timer.times.append(now() - timer._start)
 
         self.times: list[float] = []
+        self.paired: list[float] = []
         self.callback = _Callback()
 
 
@@ -109,8 +119,11 @@ def plan_optimiser(params):
     return torch.optim.Adam(params, lr=LR, eps=0.01, weight_decay=1e-6, fused=True)
 
 
-def bare_loop(module, x, extra_tensors: dict, epochs: int, device) -> list[float]:
-    """The floor: the same module and optimiser over in-memory tensors, no framework."""
+def bare_epochs(module, x, extra_tensors: dict, device):
+    """The floor: a function that trains the module for one epoch and returns its seconds.
+
+    The same module and optimiser as mixvi's over in-memory tensors, no framework.
+    """
     import torch
     from scvi import REGISTRY_KEYS
 
@@ -118,9 +131,9 @@ def bare_loop(module, x, extra_tensors: dict, epochs: int, device) -> list[float
     x = x.to(device)
     extra = {k: v.to(device) for k, v in extra_tensors.items()}
     optimiser = plan_optimiser(module.parameters())
-    times = []
     n = x.shape[0]
-    for _ in range(epochs):
+
+    def epoch() -> float:
         start = time.perf_counter()
         for rows in torch.randperm(n, device=device).split(BATCH_SIZE):
             tensors = {REGISTRY_KEYS.X_KEY: x[rows], **{k: v[rows] for k, v in extra.items()}}
@@ -130,8 +143,15 @@ def bare_loop(module, x, extra_tensors: dict, epochs: int, device) -> list[float
             optimiser.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
+        return time.perf_counter() - start
+
+    return epoch
+
+
+def bare_loop(module, x, extra_tensors: dict, epochs: int, device) -> list[float]:
+    """The floor's time per epoch, for ``epochs`` epochs."""
+    epoch = bare_epochs(module, x, extra_tensors, device)
+    return [epoch() for _ in range(epochs)]
 
 
 def lightning_floor(
@@ -186,17 +206,46 @@ def lightning_floor(
     trainer.fit(Minimal(), train_dataloaders=batches)
 
 
-def measure(dataset: str, method: str, epochs: int, smoke: bool, accelerator: str) -> dict:
-    """Train one method in this (fresh) process; return epoch times, throughput and memory."""
+def floor_inputs(adata, likelihood: str):
+    """The bare loop's (and the Lightning floor's) module, data and batch covariate."""
     import torch
     from scvi import REGISTRY_KEYS
+
+    from mixvi.module import VAEModule
+
+    module = VAEModule(
+        adata.n_vars,
+        likelihood=likelihood,
+        n_hidden=N_HIDDEN,
+        n_layers=N_LAYERS,
+        n_latent=N_LATENT,
+        dropout_rate=0.1,
+    )
+    x = torch.as_tensor(np.asarray(adata.X, dtype=np.float32))
+    extra = {REGISTRY_KEYS.BATCH_KEY: torch.zeros(adata.n_obs, 1, dtype=torch.long)}
+    return module, x, extra
+
+
+def measure(
+    dataset: str, method: str, epochs: int, smoke: bool, accelerator: str, paired: bool = False
+) -> dict:
+    """Train one method in this (fresh) process; return epoch times, throughput and memory.
+
+    With ``paired``, one epoch of the bare loop (its own module, same data) runs just
+    before each of the method's epochs, and the result holds each timed epoch's ratio to
+    the bare epoch before it (``paired_ratios``).
+    """
+    import torch
 
     import mixvi
 
     mixvi.settings.seed = 0
     adata, likelihood = make_data(dataset, smoke)
     quiet = {"enable_progress_bar": False, "enable_model_summary": False, "train_size": 1.0}
-    timer = EpochTimer()
+    device = torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+    paired = paired and method != "bare"
+    # built before SCVI's branch turns the images into counts: the reference is the bare loop
+    timer = EpochTimer(bare_epochs(*floor_inputs(adata, likelihood), device) if paired else None)
     common = {
         "max_epochs": epochs,
         "batch_size": BATCH_SIZE,
@@ -254,21 +303,7 @@ def measure(dataset: str, method: str, epochs: int, smoke: bool, accelerator: st
                     f"latent_seconds_batch_{batch_size or mixvi.model._base.INFERENCE_BATCH_SIZE}"
                 ] = time.perf_counter() - start
     elif method in ("bare", "lightning", "lightning_manual"):
-        from mixvi.module import VAEModule
-
-        device = torch.device(
-            "cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu"
-        )
-        module = VAEModule(
-            adata.n_vars,
-            likelihood=likelihood,
-            n_hidden=N_HIDDEN,
-            n_layers=N_LAYERS,
-            n_latent=N_LATENT,
-            dropout_rate=0.1,
-        )
-        x = torch.as_tensor(np.asarray(adata.X, dtype=np.float32))
-        extra = {REGISTRY_KEYS.BATCH_KEY: torch.zeros(adata.n_obs, 1, dtype=torch.long)}
+        module, x, extra = floor_inputs(adata, likelihood)
         if method == "bare":
             times = bare_loop(module, x, extra, epochs, device)
         else:
@@ -279,6 +314,10 @@ def measure(dataset: str, method: str, epochs: int, smoke: bool, accelerator: st
         raise ValueError(method)
     timed = times[1:] if len(times) > 1 else times
     result["epoch_seconds"] = statistics.median(timed)
+    if paired:
+        result["paired_bare_times"] = timer.paired
+        ratios = [t / b for t, b in zip(times, timer.paired, strict=True)]
+        result["paired_ratios"] = ratios[1:] if len(ratios) > 1 else ratios
     result["epoch_times"] = times
     result["cells_per_second"] = adata.n_obs / result["epoch_seconds"]
     result["peak_rss_mb"] = peak_rss_mb()
@@ -364,19 +403,39 @@ PLAN = {"counts": _DEFAULT, "fashion_mnist": [*_DEFAULT, "mixvi_compiled"]}
 
 
 def median_run(runs: list[dict]) -> dict:
-    """The run with the median time per epoch, carrying every run's time."""
+    """The run with the median time per epoch, carrying every run's time.
+
+    Paired runs also get ``paired_ratio``: the median of every run's per-epoch ratios to
+    the bare epoch before them, with their quartiles (``paired_quartiles``).
+    """
     ordered = sorted(runs, key=lambda r: r["epoch_seconds"])
-    return {**ordered[(len(ordered) - 1) // 2], "run_epoch_seconds": [r["epoch_seconds"] for r in runs]}
+    chosen = {**ordered[(len(ordered) - 1) // 2], "run_epoch_seconds": [r["epoch_seconds"] for r in runs]}
+    ratios = [x for r in runs for x in r.get("paired_ratios", [])]
+    if ratios:
+        chosen["paired_ratio"] = statistics.median(ratios)
+        low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+        chosen["paired_quartiles"] = [low, high]
+        chosen["n_paired_epochs"] = len(ratios)
+    return chosen
 
 
 def _ratio(row: dict, ref: dict | None) -> str:
     return f"{row['epoch_seconds'] / ref['epoch_seconds']:.2f}" if ref else "–"
 
 
+def _paired(row: dict) -> str:
+    if "paired_ratio" not in row:
+        return "–"
+    low, high = row["paired_quartiles"]
+    return f"{row['paired_ratio']:.2f} ({low:.2f}–{high:.2f})"
+
+
 def table(results: list[dict]) -> str:
+    paired = any("paired_ratio" in r for r in results)
     lines = [
-        "| dataset | method | loader | s/epoch | warm-up s | cells/s | × bare | × Lightning | × SCVI | × mixvi VAE | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | method | loader | s/epoch | warm-up s | cells/s | × bare | × Lightning | × SCVI | × mixvi VAE | peak RSS MB |"
+        + (" × bare, paired (quartiles) |" if paired else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if paired else ""),
     ]
     by = {(r["dataset"], r["method"]): r for r in results}
     for r in results:
@@ -387,7 +446,7 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"| {r['dataset']} ({r['n_obs']}×{r['n_vars']}) | {r['method']} | {r.get('loader', '–')} | "
             f"{r['epoch_seconds']:.2f} | {r['epoch_times'][0]:.2f} | {r['cells_per_second']:.0f} | {_ratio(r, bare)} | {_ratio(r, floor)} | {_ratio(r, scvi_r)} | "
-            f"{_ratio(r, vae)} | {r['peak_rss_mb']:.0f} |"
+            f"{_ratio(r, vae)} | {r['peak_rss_mb']:.0f} |" + (f" {_paired(r)} |" if paired else "")
         )
     extra = [
         f"- latents for {r['n_obs']} images: "
@@ -417,6 +476,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--methods", nargs="+", choices=METHODS, help="methods to run, on every dataset (default: PLAN)"
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="run one bare-loop epoch before each epoch of every other method, in its process, "
+        "and report the median ratio of each epoch to the bare epoch just before it: a slow "
+        "spell of a shared machine then hits both sides of each ratio",
+    )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="speed", help="file name (stem) of the results")
@@ -431,15 +497,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for _ in range(args.repeats):
             for method in methods:
                 runs[method].append(
-                    run_isolated(measure, dataset, method, epochs, args.smoke, args.accelerator)
+                    run_isolated(
+                        measure, dataset, method, epochs, args.smoke, args.accelerator, args.paired
+                    )
                 )
-                print(f"{dataset} {method}: {runs[method][-1]['epoch_seconds']:.2f} s/epoch", flush=True)
+                last = runs[method][-1]
+                pair = last.get("paired_ratios")
+                pair = f", paired × bare {statistics.median(pair):.2f}" if pair else ""
+                print(f"{dataset} {method}: {last['epoch_seconds']:.2f} s/epoch{pair}", flush=True)
         results.extend(median_run(runs[m]) for m in methods)
     meta = {
         "epochs": epochs,
         "repeats": args.repeats,
         "wall_seconds": time.perf_counter() - start,
         "smoke": args.smoke,
+        "paired": args.paired,
     }
     notes = [
         f"- {epochs} epochs per run, median of all but the first; batch {BATCH_SIZE}, "
@@ -447,6 +519,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"- {args.repeats} run(s) of every method, interleaved; the run with the median "
         "s/epoch is shown (all runs' times are in the JSON)",
     ]
+    if args.paired:
+        notes.append(
+            "- paired: one bare-loop epoch ran just before each epoch of every other method, in "
+            "the same process; \"× bare, paired\" is the median over all runs' timed epochs of "
+            "epoch / bare epoch before it (its peak RSS includes the bare loop's module)"
+        )
     report(
         "Training speed",
         notes,

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -119,6 +120,36 @@ def test_speed_benchmark_reports_the_median_of_interleaved_runs():
     assert chosen["run"] == 2 and chosen["epoch_seconds"] == 2.0  # lower median of four
     assert chosen["run_epoch_seconds"] == [3.0, 1.0, 2.0, 9.0]
     assert speed.median_run(runs[:3])["epoch_seconds"] == 2.0
+
+
+def test_a_paired_run_times_a_bare_epoch_before_each_epoch(tmp_path):
+    speed = _load("speed")
+    argv = ["--smoke", "--paired", "--accelerator", "cpu", "--datasets", "fashion_mnist"]
+    bare, mixvi = speed.main([*argv, "--methods", "bare", "mixvi", "--out", str(tmp_path)])
+    assert "paired_ratio" not in bare  # the reference itself
+    assert len(mixvi["paired_bare_times"]) == len(mixvi["epoch_times"]) == 2
+    assert all(t > 0 for t in mixvi["paired_bare_times"])
+    # the warm-up epoch is left out, as from s/epoch
+    assert mixvi["paired_ratios"] == [mixvi["epoch_times"][1] / mixvi["paired_bare_times"][1]]
+    assert mixvi["paired_ratio"] == mixvi["paired_ratios"][0] and mixvi["n_paired_epochs"] == 1
+    table = (tmp_path / "speed_smoke.md").read_text()
+    assert "× bare, paired (quartiles) |" in table and "paired: one bare-loop epoch" in table
+    ratio = f"{mixvi['paired_ratio']:.2f}"
+    assert f"| {ratio} ({ratio}–{ratio}) |" in table
+
+
+def test_paired_ratios_pool_over_the_runs():
+    speed = _load("speed")
+    runs = [
+        {"epoch_seconds": 2.0, "paired_ratios": [1.0, 1.4]},
+        {"epoch_seconds": 1.0, "paired_ratios": [1.1]},
+        {"epoch_seconds": 3.0, "paired_ratios": [1.2, 1.3]},
+    ]
+    chosen = speed.median_run(runs)
+    assert chosen["epoch_seconds"] == 2.0  # the run shown is still the median run
+    assert chosen["paired_ratio"] == 1.2 and chosen["n_paired_epochs"] == 5
+    assert chosen["paired_quartiles"] == pytest.approx([1.05, 1.35])
+    assert "paired_ratio" not in speed.median_run([{"epoch_seconds": 1.0}])
 
 
 def test_scale_benchmark_smoke(tmp_path):
