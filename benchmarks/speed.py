@@ -9,7 +9,7 @@ Usage::
     python benchmarks/speed.py                 # 20,000 × 2,000 counts and Fashion-MNIST 70,000 × 784
     python benchmarks/speed.py --epochs 6      # 1 warm-up + 5 timed epochs
     python benchmarks/speed.py --repeats 3     # every method 3 times, interleaved; median of the runs
-    python benchmarks/speed.py --paired        # also each epoch against a bare epoch run just before it
+    python benchmarks/speed.py --paired        # also blocks of steps against bare steps run just before
     python benchmarks/speed.py --accelerator gpu  # on a GPU
     python benchmarks/speed.py --smoke         # tiny data, 2 epochs (CI)
 
@@ -78,16 +78,22 @@ def scvi_counts(adata):
     return adata
 
 
+# steps per block of a paired run (--paired): about 0.2 s of this network on a CPU
+PAIR_STEPS = 50
+
+
 class EpochTimer:
     """Lightning callback: wall time of every training epoch.
 
-    With ``before_epoch`` (a function that runs and times something, such as one epoch of
-    the bare loop), it is called before each epoch's clock starts and its times are kept in
-    ``paired``: each epoch then has a reference measured seconds before it, on the same
-    machine in the same state.
+    With ``bare_steps`` (a function that runs that many steps of the bare loop and returns
+    their seconds), the epoch is cut into blocks of ``steps`` steps, and before each block
+    the bare loop runs as many: every block then has a reference measured just before it,
+    on the same machine in the same state. ``pairs`` holds ``(epoch, block seconds, bare
+    seconds)`` for every block but each epoch's last (which also holds the epoch's end);
+    the bare steps are not counted in the epoch's time.
     """
 
-    def __init__(self, before_epoch=None) -> None:
+    def __init__(self, bare_steps=None, steps: int = PAIR_STEPS) -> None:
         import torch
         from lightning.pytorch.callbacks import Callback
 
@@ -100,15 +106,26 @@ class EpochTimer:
 
         class _Callback(Callback):
             def on_train_epoch_start(self, trainer, module):
-                if before_epoch is not None:
-                    timer.paired.append(before_epoch())
+                timer._block = None
+                timer._paused = 0.0
                 timer._start = now()
 
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                if bare_steps is None or batch_idx % steps:
+                    return
+                pause = now()
+                if timer._block is not None:
+                    start, bare = timer._block
+                    timer.pairs.append((trainer.current_epoch, pause - start, bare))
+                bare = bare_steps(steps)
+                timer._block = (now(), bare)
+                timer._paused += timer._block[0] - pause
+
             def on_train_epoch_end(self, trainer, module):
-                timer.times.append(now() - timer._start)
+                timer.times.append(now() - timer._start - timer._paused)
 
         self.times: list[float] = []
-        self.paired: list[float] = []
+        self.pairs: list[tuple[int, float, float]] = []
         self.callback = _Callback()
 
 
@@ -119,10 +136,11 @@ def plan_optimiser(params):
     return torch.optim.Adam(params, lr=LR, eps=0.01, weight_decay=1e-6, fused=True)
 
 
-def bare_epochs(module, x, extra_tensors: dict, device):
-    """The floor: a function that trains the module for one epoch and returns its seconds.
+def bare_floor(module, x, extra_tensors: dict, device):
+    """The floor: the same module and optimiser as mixvi's over in-memory tensors, no framework.
 
-    The same module and optimiser as mixvi's over in-memory tensors, no framework.
+    Returns ``run(batches)``, which takes one step per tensor of row indices and returns the
+    seconds they took.
     """
     import torch
     from scvi import REGISTRY_KEYS
@@ -131,11 +149,10 @@ def bare_epochs(module, x, extra_tensors: dict, device):
     x = x.to(device)
     extra = {k: v.to(device) for k, v in extra_tensors.items()}
     optimiser = plan_optimiser(module.parameters())
-    n = x.shape[0]
 
-    def epoch() -> float:
+    def run(batches) -> float:
         start = time.perf_counter()
-        for rows in torch.randperm(n, device=device).split(BATCH_SIZE):
+        for rows in batches:
             tensors = {REGISTRY_KEYS.X_KEY: x[rows], **{k: v[rows] for k, v in extra.items()}}
             _, _, loss = module(tensors)
             optimiser.zero_grad(set_to_none=True)
@@ -145,13 +162,23 @@ def bare_epochs(module, x, extra_tensors: dict, device):
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    return epoch
+    return run
 
 
 def bare_loop(module, x, extra_tensors: dict, epochs: int, device) -> list[float]:
-    """The floor's time per epoch, for ``epochs`` epochs."""
-    epoch = bare_epochs(module, x, extra_tensors, device)
-    return [epoch() for _ in range(epochs)]
+    """The floor's time per epoch (minibatches of a fresh permutation), for ``epochs`` epochs."""
+    import torch
+
+    run = bare_floor(module, x, extra_tensors, device)
+    return [run(torch.randperm(len(x), device=device).split(BATCH_SIZE)) for _ in range(epochs)]
+
+
+def bare_steps(module, x, extra_tensors: dict, device):
+    """``steps(n)``: the seconds of ``n`` steps of the floor on random minibatches."""
+    import torch
+
+    run = bare_floor(module, x, extra_tensors, device)
+    return lambda n: run(torch.randint(len(x), (n, BATCH_SIZE), device=device))
 
 
 def lightning_floor(
@@ -231,9 +258,10 @@ def measure(
 ) -> dict:
     """Train one method in this (fresh) process; return epoch times, throughput and memory.
 
-    With ``paired``, one epoch of the bare loop (its own module, same data) runs just
-    before each of the method's epochs, and the result holds each timed epoch's ratio to
-    the bare epoch before it (``paired_ratios``).
+    With ``paired``, :data:`PAIR_STEPS` steps of the bare loop (its own module, same data)
+    run just before each block of as many of the method's steps, and the result holds each
+    block's ratio to the bare steps before it (``paired_ratios``; blocks of the warm-up
+    epoch are left out).
     """
     import torch
 
@@ -245,7 +273,10 @@ def measure(
     device = torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     paired = paired and method != "bare"
     # built before SCVI's branch turns the images into counts: the reference is the bare loop
-    timer = EpochTimer(bare_epochs(*floor_inputs(adata, likelihood), device) if paired else None)
+    timer = EpochTimer(
+        bare_steps(*floor_inputs(adata, likelihood), device) if paired else None,
+        steps=2 if smoke else PAIR_STEPS,  # a smoke epoch has 4 steps
+    )
     common = {
         "max_epochs": epochs,
         "batch_size": BATCH_SIZE,
@@ -315,9 +346,9 @@ def measure(
     timed = times[1:] if len(times) > 1 else times
     result["epoch_seconds"] = statistics.median(timed)
     if paired:
-        result["paired_bare_times"] = timer.paired
-        ratios = [t / b for t, b in zip(times, timer.paired, strict=True)]
-        result["paired_ratios"] = ratios[1:] if len(ratios) > 1 else ratios
+        result["paired_blocks"] = timer.pairs
+        first = 1 if len(times) > 1 else 0
+        result["paired_ratios"] = [t / b for epoch, t, b in timer.pairs if epoch >= first]
     result["epoch_times"] = times
     result["cells_per_second"] = adata.n_obs / result["epoch_seconds"]
     result["peak_rss_mb"] = peak_rss_mb()
@@ -405,8 +436,8 @@ PLAN = {"counts": _DEFAULT, "fashion_mnist": [*_DEFAULT, "mixvi_compiled"]}
 def median_run(runs: list[dict]) -> dict:
     """The run with the median time per epoch, carrying every run's time.
 
-    Paired runs also get ``paired_ratio``: the median of every run's per-epoch ratios to
-    the bare epoch before them, with their quartiles (``paired_quartiles``).
+    Paired runs also get ``paired_ratio``: the median of every run's ratios of a block of
+    steps to the bare steps before it, with their quartiles (``paired_quartiles``).
     """
     ordered = sorted(runs, key=lambda r: r["epoch_seconds"])
     chosen = {**ordered[(len(ordered) - 1) // 2], "run_epoch_seconds": [r["epoch_seconds"] for r in runs]}
@@ -415,7 +446,7 @@ def median_run(runs: list[dict]) -> dict:
         chosen["paired_ratio"] = statistics.median(ratios)
         low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
         chosen["paired_quartiles"] = [low, high]
-        chosen["n_paired_epochs"] = len(ratios)
+        chosen["n_paired_blocks"] = len(ratios)
     return chosen
 
 
@@ -479,9 +510,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--paired",
         action="store_true",
-        help="run one bare-loop epoch before each epoch of every other method, in its process, "
-        "and report the median ratio of each epoch to the bare epoch just before it: a slow "
-        "spell of a shared machine then hits both sides of each ratio",
+        help=f"in every method's process, run {PAIR_STEPS} steps of the bare loop before each "
+        f"block of {PAIR_STEPS} of the method's steps, and report the median ratio of each block "
+        "to the bare steps just before it: a slow spell of a shared machine then hits both sides "
+        "of each ratio",
     )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -521,9 +553,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ]
     if args.paired:
         notes.append(
-            "- paired: one bare-loop epoch ran just before each epoch of every other method, in "
-            "the same process; \"× bare, paired\" is the median over all runs' timed epochs of "
-            "epoch / bare epoch before it (its peak RSS includes the bare loop's module)"
+            f"- paired: in every method's process, {PAIR_STEPS} steps of the bare loop (random "
+            f"minibatches) ran before each block of {PAIR_STEPS} of the method's steps; \"× bare, "
+            "paired\" is the median over all runs' blocks after the warm-up epoch of block / bare "
+            "steps before it, with its quartiles (peak RSS includes the bare loop's module)"
         )
     report(
         "Training speed",

@@ -122,20 +122,48 @@ def test_speed_benchmark_reports_the_median_of_interleaved_runs():
     assert speed.median_run(runs[:3])["epoch_seconds"] == 2.0
 
 
-def test_a_paired_run_times_a_bare_epoch_before_each_epoch(tmp_path):
+def test_a_paired_run_times_bare_steps_before_each_block_of_steps(tmp_path):
     speed = _load("speed")
     argv = ["--smoke", "--paired", "--accelerator", "cpu", "--datasets", "fashion_mnist"]
     bare, mixvi = speed.main([*argv, "--methods", "bare", "mixvi", "--out", str(tmp_path)])
     assert "paired_ratio" not in bare  # the reference itself
-    assert len(mixvi["paired_bare_times"]) == len(mixvi["epoch_times"]) == 2
-    assert all(t > 0 for t in mixvi["paired_bare_times"])
-    # the warm-up epoch is left out, as from s/epoch
-    assert mixvi["paired_ratios"] == [mixvi["epoch_times"][1] / mixvi["paired_bare_times"][1]]
-    assert mixvi["paired_ratio"] == mixvi["paired_ratios"][0] and mixvi["n_paired_epochs"] == 1
+    # 4 steps per smoke epoch, blocks of 2: one whole block per epoch (the last one is left)
+    blocks = mixvi["paired_blocks"]
+    assert [epoch for epoch, _, _ in blocks] == [0, 1]
+    assert all(0 < seconds < mixvi["epoch_times"][epoch] and bare_seconds > 0 for epoch, seconds, bare_seconds in blocks)
+    # the warm-up epoch's block is left out, as from s/epoch
+    assert mixvi["paired_ratios"] == [blocks[1][1] / blocks[1][2]]
+    assert mixvi["paired_ratio"] == mixvi["paired_ratios"][0] and mixvi["n_paired_blocks"] == 1
     table = (tmp_path / "speed_smoke.md").read_text()
-    assert "× bare, paired (quartiles) |" in table and "paired: one bare-loop epoch" in table
+    assert "× bare, paired (quartiles) |" in table and "- paired: in every method's process" in table
     ratio = f"{mixvi['paired_ratio']:.2f}"
     assert f"| {ratio} ({ratio}–{ratio}) |" in table
+
+
+def test_the_bare_steps_of_a_paired_run_are_not_counted_in_the_epoch():
+    import time
+
+    import torch
+    from scvi import REGISTRY_KEYS
+
+    from mixvi.module import VAEModule
+
+    speed = _load("speed")
+    slept = []
+
+    def bare_steps(n):  # a stand-in reference that takes far longer than the real steps
+        time.sleep(0.3)
+        slept.append(n)
+        return 0.3
+
+    timer = speed.EpochTimer(bare_steps, steps=2)
+    x = torch.rand(600, 20)  # 5 steps of 128 per epoch: blocks start at steps 0, 2 and 4
+    module = VAEModule(20, likelihood="bernoulli", n_hidden=8, n_latent=2)
+    extra = {REGISTRY_KEYS.BATCH_KEY: torch.zeros(600, 1, dtype=torch.long)}
+    speed.lightning_floor(module, x, extra, 2, torch.device("cpu"), timer.callback, manual=True)
+    assert slept == [2] * 6
+    assert [(epoch, bare) for epoch, _, bare in timer.pairs] == [(0, 0.3), (0, 0.3), (1, 0.3), (1, 0.3)]
+    assert len(timer.times) == 2 and all(t < 0.3 for t in timer.times), timer.times
 
 
 def test_paired_ratios_pool_over_the_runs():
@@ -147,7 +175,7 @@ def test_paired_ratios_pool_over_the_runs():
     ]
     chosen = speed.median_run(runs)
     assert chosen["epoch_seconds"] == 2.0  # the run shown is still the median run
-    assert chosen["paired_ratio"] == 1.2 and chosen["n_paired_epochs"] == 5
+    assert chosen["paired_ratio"] == 1.2 and chosen["n_paired_blocks"] == 5
     assert chosen["paired_quartiles"] == pytest.approx([1.05, 1.35])
     assert "paired_ratio" not in speed.median_run([{"epoch_seconds": 1.0}])
 
