@@ -347,7 +347,7 @@ def measure(
     result["epoch_seconds"] = statistics.median(timed)
     if paired:
         result["paired_blocks"] = timer.pairs
-        first = 1 if len(times) > 1 else 0
+        first = len(times) - len(timed)  # the warm-up epoch, left out as from s/epoch
         result["paired_ratios"] = [t / b for epoch, t, b in timer.pairs if epoch >= first]
     result["epoch_times"] = times
     result["cells_per_second"] = adata.n_obs / result["epoch_seconds"]
