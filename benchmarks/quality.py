@@ -101,9 +101,7 @@ def load(name: str, smoke: bool) -> ad.AnnData:
 
 def leiden_k(adata: ad.AnnData, use_rep: str, k: int, seed: int) -> np.ndarray:
     """Leiden clusters with the resolution bisected until there are ``k`` clusters (or closest)."""
-    # scanpy 1.11's default (pynndescent) graph is a scipy csr_array, which scipy 1.17 no longer
-    # gives getnnz(), so neighbours fails above ~10,000 cells; exact sklearn kNN avoids that.
-    sc.pp.neighbors(adata, use_rep=use_rep, random_state=seed, key_added="bench", transformer="sklearn")
+    sc.pp.neighbors(adata, use_rep=use_rep, random_state=seed, key_added="bench")
     lo, hi, best = 0.01, 5.0, None
     for _ in range(12):
         res = np.sqrt(lo * hi)

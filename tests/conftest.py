@@ -11,6 +11,52 @@ import mixvi
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
+def _fetch_fashion_mnist():
+    """The real Fashion-MNIST, as this machine allows: on disk, a download, or Debian's package."""
+    try:
+        return mixvi.data.fetch_files(mixvi.data.FASHION_MNIST)
+    except FileNotFoundError as err:
+        return err
+
+
+def pytest_report_header(config):
+    from importlib.metadata import version
+
+    stack = ", ".join(
+        f"{name} {version(name)}" for name in ("scvi-tools", "anndata", "pandas", "scanpy", "numpy", "scipy", "torch")
+    )
+    # fetched once, before any test, so that the header says where the images came from
+    fetched = _fetch_fashion_mnist()
+    config._mixvi_fashion_mnist = fetched
+    if isinstance(fetched, Exception):
+        data = f"mixvi data: Fashion-MNIST could not be had: {fetched}"
+    else:
+        data = f"mixvi data: {fetched.describe(mixvi.data.FASHION_MNIST)} (source: {fetched.source})"
+    return [f"mixvi stack: {stack}", data]
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_source(pytestconfig):
+    """Where the real Fashion-MNIST came from; fails (never skips) when it could not be had."""
+    fetched = getattr(pytestconfig, "_mixvi_fashion_mnist", None) or _fetch_fashion_mnist()
+    if isinstance(fetched, Exception):
+        pytest.fail(str(fetched))
+    return fetched
+
+
+def adata_keys(adata) -> tuple:
+    """The AnnData's obs columns and uns/obsm/layers keys, to check that a call left them alone.
+
+    anndata 0.13 lists ``None`` (for ``.X``) among the layers' keys, hence the string sort key.
+    """
+    return (
+        list(adata.obs.columns),
+        sorted(adata.uns.keys()),
+        sorted(adata.obsm.keys()),
+        sorted(adata.layers.keys(), key=str),
+    )
+
+
 def poison_decoder(module) -> None:
     """Fill the decoder's first weight with NaN."""
     with torch.no_grad():

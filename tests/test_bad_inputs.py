@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import QUIET
+from conftest import QUIET, adata_keys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -14,13 +14,7 @@ import mixvi
 
 
 def _state(adata):
-    return (
-        list(adata.obs.columns),
-        sorted(adata.uns),
-        sorted(adata.obsm),
-        sorted(adata.layers),
-        adata.X.copy(),
-    )
+    return (*adata_keys(adata), adata.X.copy())
 
 
 def _unchanged(before, adata):

@@ -67,6 +67,20 @@ def test_gmvae_writes_clusters_and_cluster_metrics(tmp_path, init):
         assert 0.0 <= metrics[key] <= 1.0
     assert -1.0 <= metrics["gmvae_ari"] <= 1.0  # chance-adjusted: slightly negative after 3 epochs
     assert isinstance(metrics["collapsed_components"], list)
+    # the standard pipeline on the same cells, as a yardstick
+    assert metrics["pca_leiden_n_clusters"] >= 2 and 0.3 < metrics["pca_leiden_ari"] <= 1.0
+
+
+def test_the_demo_command_prints_where_each_file_is(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["train", "--model", "gmvae", "--n-components", "4", "--n-hidden", "16", "--n-layers", "1",
+            "--epochs", "2", "--pretrain-epochs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for name in ("adata.h5ad", "umap.png", "metrics.json", "model"):
+        assert str((out / name).resolve()) in printed, name
+    assert 'obs["gmvae_cluster"]' in printed
+    assert "mixvi.model.GMVAE.load" in printed
 
 
 @pytest.mark.parametrize(("flag", "mode"), [("on", "default"), ("cudagraphs", "reduce-overhead")])

@@ -1,14 +1,13 @@
 """IDX reading, image AnnData and the dataset loaders."""
 
-from pathlib import Path
+import dataclasses
+import shutil
 
 import numpy as np
 import pytest
 
 import mixvi
-from mixvi.data import IDXError, read_idx, write_idx
-
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+from mixvi.data import IDXError, _mnist, read_idx, write_idx
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -140,9 +139,9 @@ def test_download_is_checked_by_sha256(tmp_path, monkeypatch):
     )
 
 
-@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
-def test_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch):
-    monkeypatch.setattr(mixvi.settings, "_data_dir", tmp_path)  # nothing there: falls to /usr/share
+def test_real_fashion_mnist(fashion_mnist_source):
+    # the real files, wherever this machine could get them (see conftest's report header)
+    assert fashion_mnist_source.source in ("present", "download", "debian")
     adata = mixvi.data.fashion_mnist(split="all")
     assert adata.shape == (70_000, 784)
     assert adata.obs["split"].value_counts()["train"] == 60_000
@@ -154,6 +153,40 @@ def test_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch):
     assert set(np.unique(small.X)) <= {0.0, 1.0}
     again = mixvi.data.fashion_mnist(split="test", n_obs=1000, binarize=True, seed=3)
     assert list(again.obs_names) == list(small.obs_names)
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="not a Debian-based system (no apt-get)")
+def test_fashion_mnist_falls_back_to_the_debian_package_when_no_mirror_answers(tmp_path, monkeypatch):
+    import pooch
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    monkeypatch.setattr(mixvi.settings, "_data_dir", tmp_path)
+    # hide the system location, so that the files can only come from the package
+    hidden = dataclasses.replace(mixvi.data.FASHION_MNIST, system_dirs=(str(tmp_path / "nowhere"),))
+    monkeypatch.setattr(_mnist, "FASHION_MNIST", hidden)
+    fetched = mixvi.data.fetch_files(hidden, split="test")
+    assert fetched.source == "debian" and fetched.directory == tmp_path / "fashion-mnist"
+    assert "unpacked from Debian's dataset-fashion-mnist" in fetched.describe(hidden)
+    # the unpacked files are checked and cached: the next call finds them on disk
+    assert mixvi.data.fetch_files(hidden, split="test").source == "present"
+    adata = _mnist.load_idx_dataset(hidden, split="test")
+    assert adata.shape == (10_000, 784)
+
+
+def test_the_debian_fallback_refuses_a_file_that_fails_its_checksum(tmp_path, monkeypatch):
+    wrong = dataclasses.replace(
+        mixvi.data.FASHION_MNIST, sha256={k: "0" * 64 for k in mixvi.data.FASHION_MNIST.sha256}
+    )
+    if shutil.which("apt-get") is None:
+        with pytest.raises(OSError, match="apt-get and dpkg were not found"):
+            _mnist._from_debian(wrong, tmp_path)
+        return
+    with pytest.raises(OSError, match="does not match its SHA-256"):
+        _mnist._from_debian(wrong, tmp_path)
+    assert not any(tmp_path.glob("*.gz"))
 
 
 def test_mnist_5k_is_labelled_as_a_subset():

@@ -124,6 +124,20 @@ def test_max_epochs_are_all_trained_when_there_is_no_anchor_phase(pbmc):
     assert len(model.history["elbo_train"]) == 8  # the history carries on across train() calls
 
 
+def test_each_phase_keeps_a_history_of_its_own_epochs(pbmc):
+    mixvi.model.GMVAE.setup_anndata(pbmc)
+    model = mixvi.model.GMVAE(pbmc, n_components=3, n_hidden=16, n_layers=1)
+    model.train(max_epochs=4, pretrain_epochs=2, anchor_epochs=1, **QUIET)
+    pretrain = model.pretrain_history_["elbo_train"].to_numpy(dtype=float).ravel()
+    anchor = model.anchor_history_["elbo_train"].to_numpy(dtype=float).ravel()
+    whole = model.history["elbo_train"].to_numpy(dtype=float).ravel()
+    assert (len(pretrain), len(anchor), len(whole)) == (2, 1, 2 + 1 + 3)
+    # copies, not views of the live history: the later phases did not extend them
+    np.testing.assert_array_equal(whole[:2], pretrain)
+    np.testing.assert_array_equal(whole[2:3], anchor)
+    assert model.pretrain_history_["elbo_train"] is not model.history["elbo_train"]
+
+
 def test_more_components_than_cells_is_refused(pbmc):
     small = pbmc[:5].copy()
     mixvi.model.GMVAE.setup_anndata(small)

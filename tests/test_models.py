@@ -27,6 +27,24 @@ def test_vae_latent_feeds_scanpy(pbmc):
     assert pbmc.obsm["X_umap"].shape == (700, 2)
 
 
+def test_scanpy_neighbors_with_its_defaults_on_more_than_10000_cells_of_a_latent():
+    # above 10,000 cells scanpy's default kNN is pynndescent's, whose graph broke scanpy 1.11
+    # under scipy 1.17 (csr_array has no getnnz); the install must never pair those two
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=4.0, size=(3, 20))
+    x = (centres[rng.integers(0, 3, 12_000)] + rng.normal(size=(12_000, 20))).astype(np.float32)
+    adata = ad.AnnData(x)
+    mixvi.model.VAE.setup_anndata(adata)
+    model = mixvi.model.VAE(adata, n_hidden=16, n_latent=4)
+    model.train(max_epochs=1, batch_size=512, **QUIET)
+    model.write_results(adata)
+    sc.pp.neighbors(adata, use_rep="X_vae")
+    assert adata.obsp["connectivities"].shape == (12_000, 12_000)
+    assert adata.uns["neighbors"]["params"]["n_neighbors"] == 15
+    sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False)
+    assert adata.obs["leiden"].nunique() > 1
+
+
 def test_training_lowers_the_loss_and_reaches_full_kl_weight(pbmc):
     mixvi.model.VAE.setup_anndata(pbmc)
     model = mixvi.model.VAE(pbmc)

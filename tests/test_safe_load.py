@@ -99,3 +99,49 @@ def test_var_names_that_do_not_match_are_refused_at_load(saved):
     shuffled = adata[:, adata.var_names[::-1]].copy()
     with pytest.raises(ValueError, match="another order"):
         mixvi.model.CVAE.load(path, adata=shuffled)
+
+
+def test_a_saved_model_file_names_no_pandas_objects_and_its_history_comes_back(saved):
+    # what a file holds must not hang on pandas' pickling internals (they moved in pandas 3)
+    import pandas as pd
+
+    from mixvi.model import _safe_load
+
+    model, adata, path = saved
+    named = set()
+
+    class Recording(_safe_load._RestrictedUnpickler):
+        def find_class(self, module, name):
+            named.add(f"{module}.{name}")
+            return super().find_class(module, name)
+
+    class RecordingPickle(_safe_load._RestrictedPickle):
+        Unpickler = Recording
+
+        @staticmethod
+        def load(file, **kwargs):
+            return Recording(file, **kwargs).load()
+
+    torch.load(path / "model.pt", map_location="cpu", weights_only=False, pickle_module=RecordingPickle)
+    assert named and not [n for n in named if n.startswith("pandas")], sorted(named)
+    loaded = mixvi.model.CVAE.load(path, adata=adata)
+    assert set(loaded.history) == set(model.history)
+    for key, table in model.history.items():
+        assert isinstance(loaded.history[key], pd.DataFrame)
+        pd.testing.assert_frame_equal(loaded.history[key], table, check_index_type=False)
+    # the model in memory keeps its tables: only the file holds arrays
+    assert all(isinstance(t, pd.DataFrame) for t in model.history.values())
+
+
+def test_plain_tables_round_trip_keeps_columns_index_and_values():
+    import pandas as pd
+
+    from mixvi.model._safe_load import plain_tables, restore_tables
+
+    frame = pd.DataFrame({"elbo_train": [3.0, 2.5]}, index=pd.Index([0, 1], name="epoch"))
+    history = {"elbo_train": frame, "note": "kept"}
+    plain = plain_tables(history)
+    assert not any(isinstance(v, pd.DataFrame) for v in plain.values()) and plain["note"] == "kept"
+    back = restore_tables(plain)
+    pd.testing.assert_frame_equal(back["elbo_train"], frame)
+    assert plain_tables([1, 2]) == [1, 2] and restore_tables({"a": 1}) == {"a": 1}

@@ -50,6 +50,17 @@ def test_adam_is_fused_for_float32_parameters_on_the_cpu(pbmc):
     assert not optimiser.defaults["fused"]
 
 
+def test_fused_optimizer_false_is_honoured(pbmc):
+    # scvi-tools 1.5's option: mixvi's own optimiser creator must not ignore it
+    mixvi.model.VAE.setup_anndata(pbmc)
+    module = mixvi.model.VAE(pbmc).module
+    optimiser = MixviTrainingPlan(module, fused_optimizer=False).configure_optimizers()["optimizer"]
+    assert isinstance(optimiser, torch.optim.Adam) and not optimiser.defaults["fused"]
+    model = mixvi.model.VAE(pbmc)
+    model.train(max_epochs=1, plan_kwargs={"fused_optimizer": False}, **QUIET)
+    assert not model.trainer.optimizers[0].defaults["fused"]
+
+
 def test_device_batches_cover_every_row_once_in_the_drawn_order():
     x = torch.arange(23 * 3, dtype=torch.float32).reshape(23, 3)
     labels = torch.arange(23).unsqueeze(1)

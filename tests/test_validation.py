@@ -3,17 +3,13 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import adata_keys
 
 import mixvi
 
 
 def _snapshot(adata):
-    return (
-        list(adata.obs.columns),
-        sorted(adata.uns.keys()),
-        sorted(adata.obsm.keys()),
-        sorted(adata.layers.keys()),
-    )
+    return adata_keys(adata)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import scvi
 
 DATA_DIR_ENV = "MIXVI_DATA_DIR"
+#: the loggers behind Lightning's banner ("GPU available: ..."), tips and "`Trainer.fit` stopped"
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 
 logger = logging.getLogger("mixvi")
 
@@ -25,7 +30,9 @@ class MixviSettings:
         Where dataset loaders look for and download files. Defaults to the
         ``MIXVI_DATA_DIR`` environment variable, else ``~/.cache/mixvi``.
     verbosity
-        A :mod:`logging` level for mixvi's logger (``logging.INFO`` by default).
+        A :mod:`logging` level for mixvi's logger (``logging.INFO`` by default). At
+        ``logging.DEBUG`` (or ``"DEBUG"``), training also shows Lightning's own lines
+        (accelerator banner, tips, warnings), which mixvi hides otherwise.
 
     Examples
     --------
@@ -47,7 +54,8 @@ class MixviSettings:
     def seed(self, value: int | None) -> None:
         self._seed = value
         if value is not None:
-            scvi.settings.seed = value
+            with quiet_lightning():  # Lightning logs "Seed set to ..." at every seed
+                scvi.settings.seed = value
 
     @property
     def data_dir(self) -> Path:
@@ -84,3 +92,28 @@ class MixviSettings:
 
 
 settings = MixviSettings()
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's informational lines and warnings, unless mixvi's verbosity is DEBUG.
+
+    A scverse user expects a progress bar and the package's own messages from ``train()``;
+    Lightning adds an accelerator banner, a tip, deprecation notes and a stop message on
+    every run. Its errors still show, and mixvi's own warnings (the NaN guard, an interrupt,
+    the loader choice) come through mixvi's logger, which this leaves alone.
+    """
+    if settings.verbosity <= logging.DEBUG:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [log.level for log in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"(lightning|pytorch_lightning|lightning_fabric)(\.|$)")
+        for log in loggers:
+            log.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for log, level in zip(loggers, levels, strict=True):
+                log.setLevel(level)

@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--epochs", type=int, help="training epochs (default: scvi-tools' heuristic)")
     train.add_argument("--n-latent", type=int, default=10, help="latent dimension (default: 10)")
+    train.add_argument("--n-hidden", type=int, help="width of the hidden layers (default: the model's)")
+    train.add_argument("--n-layers", type=int, help="hidden layers of encoder and decoder (default: the model's)")
     train.add_argument("--n-components", type=int, default=10, help="gmvae: mixture components K (default: 10)")
     train.add_argument(
         "--init", choices=("umap", "gmm"), default="umap", help="gmvae: how the mixture starts (default: umap)"
@@ -118,6 +120,9 @@ def run_train(args: argparse.Namespace) -> dict:
     if args.compile != "off":
         mode = "reduce-overhead" if args.compile == "cudagraphs" else "default"
         train_kwargs["plan_kwargs"] = {"compile": True, "compile_kwargs": {"mode": mode}}
+    for name in ("n_hidden", "n_layers"):
+        if getattr(args, name) is not None:
+            model_kwargs[name] = getattr(args, name)
     model = cls(adata, likelihood=likelihood, n_latent=args.n_latent, **model_kwargs)
     start = time.perf_counter()
     model.train(
@@ -157,6 +162,10 @@ def run_train(args: argparse.Namespace) -> dict:
         if args.model == "gmvae":
             scores = clustering_scores(labels, adata.obs["gmvae_cluster"])
             metrics.update({f"gmvae_{k}": v for k, v in scores.items()})
+        # the standard pipeline on the same cells, so that the model's clusters have a yardstick
+        baseline = pca_leiden(adata, args.layer, likelihood, args.resolution, args.seed)
+        metrics["pca_leiden_n_clusters"] = int(baseline.nunique())
+        metrics.update({f"pca_leiden_{k}": v for k, v in clustering_scores(labels, baseline).items()})
     if args.model == "gmvae":
         metrics["n_components"] = args.n_components
         metrics["init"] = args.init
@@ -176,6 +185,25 @@ def run_train(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def pca_leiden(adata, layer: str | None, likelihood: str, resolution: float, seed: int):
+    """Leiden clusters of scanpy's standard pipeline (log-normalised counts → PCA-50 → kNN) on ``adata``'s cells."""
+    import anndata as ad
+    import numpy as np
+    import scanpy as sc
+
+    from mixvi.module import COUNT_LIKELIHOODS
+
+    matrix = adata.X if layer is None else adata.layers[layer]
+    work = ad.AnnData(matrix.copy())
+    if likelihood in COUNT_LIKELIHOODS:
+        sc.pp.normalize_total(work, target_sum=1e4)
+        sc.pp.log1p(work)
+    sc.pp.pca(work, n_comps=int(min(50, work.n_obs - 1, work.n_vars - 1)), random_state=seed)
+    sc.pp.neighbors(work, random_state=seed)
+    sc.tl.leiden(work, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
+    return work.obs["leiden"].set_axis(np.asarray(adata.obs_names))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mixvi`` console script."""
     args = _parser().parse_args(argv)
@@ -185,7 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mixvi: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2))
-    print(f"wrote {args.out}/adata.h5ad, {args.out}/model/, {args.out}/umap.png, {args.out}/metrics.json")
+    out = args.out.resolve()
+    latent = {"ae": "X_ae", "vae": "X_vae", "cvae": "X_cvae", "gmvae": "X_gmvae"}[args.model]
+    extra = ', obs["gmvae_cluster"], obsm["gmvae_probabilities"]' if args.model == "gmvae" else ""
+    print("wrote:")
+    print(f'  {out / "adata.h5ad"}   (obsm["{latent}"]{extra}, obs["{args.model}_leiden"])')
+    print(f"  {out / 'umap.png'}     (UMAP of the latent, coloured by labels and clusters)")
+    print(f"  {out / 'metrics.json'} (ELBO, cluster ACC/NMI/ARI, PCA + Leiden on the same cells)")
+    print(f"  {out / 'model'}/       (the trained model: mixvi.model.{args.model.upper()}.load(...))")
     return 0
 
 

@@ -1,14 +1,18 @@
 """MNIST and Fashion-MNIST as AnnData.
 
 Files are looked for, in order: an explicit ``path``; ``mixvi.settings.data_dir`` (or
-``$MIXVI_DATA_DIR``); known system locations (Debian's ``dataset-fashion-mnist`` package);
-and finally downloaded with pooch from the canonical mirrors, checked by SHA-256.
+``$MIXVI_DATA_DIR``); known system locations (Debian's ``dataset-fashion-mnist`` package).
+When they are in none of these, they are downloaded with pooch from the canonical mirrors,
+and where no mirror answers, Fashion-MNIST is unpacked from Debian's package (``apt-get
+download`` and ``dpkg -x`` into the data directory, which touches nothing in the system).
+Every fetched file is checked by SHA-256.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -40,6 +44,9 @@ class ImageDataset:
     mirrors: tuple[str, ...]
     sha256: dict[str, str]
     system_dirs: tuple[str, ...] = field(default_factory=tuple)
+    #: Debian package that ships the gzipped IDX files, and the directory it puts them in
+    debian_package: str | None = None
+    debian_dir: str | None = None
 
 
 MNIST = ImageDataset(
@@ -81,8 +88,9 @@ FASHION_MNIST = ImageDataset(
         "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
         "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
     },
-    # Debian's dataset-fashion-mnist package
     system_dirs=("/usr/share/datasets/fashion-mnist",),
+    debian_package="dataset-fashion-mnist",
+    debian_dir="/usr/share/datasets/fashion-mnist",
 )
 
 
@@ -115,10 +123,90 @@ def _download(dataset: ImageDataset, stem: str, target: Path) -> Path:
     raise OSError("; ".join(errors))
 
 
-def locate_files(
-    dataset: ImageDataset, split: Split, path: str | os.PathLike | None = None, download: bool = True
-) -> dict[str, tuple[Path, Path]]:
-    """Find (or download) the image and label files of each requested split.
+def _from_debian(dataset: ImageDataset, target: Path) -> None:
+    """Unpack the dataset's Debian package into ``target``, checking each file's SHA-256.
+
+    ``apt-get download`` fetches the ``.deb`` into a temporary directory and ``dpkg -x``
+    unpacks it there: nothing is installed, so it works without root, and also where dpkg
+    records the package as installed while its files are not visible. Only root can fetch
+    package lists, so ``apt-get update`` is tried once, as root, when the download fails.
+    """
+    import shutil
+    import tempfile
+
+    import pooch
+
+    package = dataset.debian_package
+    if package is None or dataset.debian_dir is None:
+        raise OSError(f"{dataset.name} has no Debian package")
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        raise OSError("apt-get and dpkg were not found (not a Debian-based system)")
+
+    def run(*command: str, cwd: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fetched = run("apt-get", "download", "-q", package, cwd=tmp)
+        if fetched.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:
+            run("apt-get", "update", "-q")
+            fetched = run("apt-get", "download", "-q", package, cwd=tmp)
+        debs = sorted(Path(tmp).glob("*.deb"))
+        if fetched.returncode != 0 or not debs:
+            raise OSError(f"apt-get download {package} failed: {fetched.stderr.strip()[-500:]}")
+        unpacked = Path(tmp) / "root"
+        extracted = run("dpkg", "-x", str(debs[0]), str(unpacked))
+        if extracted.returncode != 0:
+            raise OSError(f"dpkg -x {debs[0].name} failed: {extracted.stderr.strip()[-500:]}")
+        source = unpacked / dataset.debian_dir.lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        for fname, sha256 in dataset.sha256.items():
+            found = source / fname
+            if not found.is_file():
+                raise OSError(f"{package} has no {fname} under {dataset.debian_dir}")
+            if pooch.file_hash(str(found)) != sha256:
+                raise OSError(f"{package}: {fname} does not match its SHA-256")
+            shutil.copyfile(found, target / fname)
+
+
+@dataclass(frozen=True)
+class FetchedFiles:
+    """The IDX files of each split, and where they came from (see :func:`fetch_files`).
+
+    Parameters
+    ----------
+    files
+        Split name → ``(images_file, labels_file)``.
+    source
+        ``"present"`` (found on disk), ``"download"`` (a mirror) or ``"debian"`` (unpacked
+        from the Debian package).
+    directory
+        The directory the files are in.
+    """
+
+    files: dict[str, tuple[Path, Path]]
+    source: str
+    directory: Path
+
+    def describe(self, dataset: ImageDataset) -> str:
+        """One line for a log or a test report: the dataset, how it was had, and where it is.
+
+        Parameters
+        ----------
+        dataset
+            The dataset the files belong to.
+        """
+        how = {
+            "present": "found in",
+            "download": "downloaded (SHA-256 checked) into",
+            "debian": f"unpacked from Debian's {dataset.debian_package} (SHA-256 checked) into",
+        }[self.source]
+        return f"{dataset.name}: {how} {self.directory}"
+
+
+def fetch_files(
+    dataset: ImageDataset, split: Split = "all", path: str | os.PathLike | None = None, download: bool = True
+) -> FetchedFiles:
+    """Find, download or unpack the files of ``dataset``, and say which of these it did.
 
     Parameters
     ----------
@@ -129,7 +217,72 @@ def locate_files(
     path
         Directory holding the IDX files; when given, nothing else is searched.
     download
-        Download (SHA-256 checked) when the files are not found locally.
+        When the files are not on disk: download them (SHA-256 checked), and where no mirror
+        answers, unpack the dataset's Debian package (Fashion-MNIST) into the data directory.
+
+    Returns
+    -------
+    The files of each split, the source (``"present"``, ``"download"`` or ``"debian"``) and
+    the directory they are in.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the files are nowhere and cannot be fetched; the message lists where to put them.
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}.")
+    splits = ["train", "test"] if split == "all" else [split]
+    stems = [stem for s in splits for stem in _FILES[s]]
+
+    def by_split(found: dict[str, Path]) -> dict[str, tuple[Path, Path]]:
+        return {s: (found[_FILES[s][0]], found[_FILES[s][1]]) for s in splits}
+
+    if path is not None:
+        candidates = [Path(path).expanduser()]
+    else:
+        candidates = [settings.data_dir / dataset.subdir, *map(Path, dataset.system_dirs)]
+    for directory in candidates:
+        found = {stem: _find_in(directory, stem) for stem in stems}
+        if all(found.values()):
+            return FetchedFiles(by_split(found), "present", directory)
+    reasons = ["download=False"]
+    if download and path is None:
+        target = settings.data_dir / dataset.subdir
+        try:
+            return FetchedFiles(by_split({stem: _download(dataset, stem, target) for stem in stems}), "download", target)
+        except OSError as err:
+            reasons = [f"download failed ({err})"]
+        if dataset.debian_package is not None:
+            try:
+                _from_debian(dataset, target)
+                return FetchedFiles(by_split({stem: target / f"{stem}.gz" for stem in stems}), "debian", target)
+            except (OSError, subprocess.SubprocessError) as err:
+                reasons.append(f"Debian package {dataset.debian_package}: {err}")
+    looked = "\n".join(f"  - {d}" for d in candidates)
+    names = ", ".join(f"{stem}.gz" for stem in stems)
+    raise FileNotFoundError(
+        f"{dataset.name} files not found ({'; '.join(reasons)}). Looked in:\n{looked}\n"
+        f"Put {names} (gzip or raw IDX) in one of these directories, pass path=..., or set "
+        f"mixvi.settings.data_dir / $MIXVI_DATA_DIR. Mirrors: {', '.join(dataset.mirrors)}"
+    )
+
+
+def locate_files(
+    dataset: ImageDataset, split: Split, path: str | os.PathLike | None = None, download: bool = True
+) -> dict[str, tuple[Path, Path]]:
+    """Find (or fetch) the image and label files of each requested split.
+
+    Parameters
+    ----------
+    dataset
+        The dataset description (:data:`MNIST` or :data:`FASHION_MNIST`).
+    split
+        ``"train"``, ``"test"`` or ``"all"``.
+    path
+        Directory holding the IDX files; when given, nothing else is searched.
+    download
+        Fetch the files when they are not found locally (see :func:`fetch_files`).
 
     Returns
     -------
@@ -138,36 +291,11 @@ def locate_files(
     Raises
     ------
     FileNotFoundError
-        When the files are nowhere and cannot be downloaded; the message lists where to put them.
+        When the files are nowhere and cannot be fetched; the message lists where to put them.
     """
-    splits = ["train", "test"] if split == "all" else [split]
-    if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}.")
-    stems = [stem for s in splits for stem in _FILES[s]]
-    if path is not None:
-        candidates = [Path(path).expanduser()]
-    else:
-        candidates = [settings.data_dir / dataset.subdir, *map(Path, dataset.system_dirs)]
-    for directory in candidates:
-        found = {stem: _find_in(directory, stem) for stem in stems}
-        if all(found.values()):
-            logger.info("Reading %s from %s", dataset.name, directory)
-            return {s: (found[_FILES[s][0]], found[_FILES[s][1]]) for s in splits}
-    reason = "download=False"
-    if download and path is None:
-        target = settings.data_dir / dataset.subdir
-        try:
-            files = {stem: _download(dataset, stem, target) for stem in stems}
-            return {s: (files[_FILES[s][0]], files[_FILES[s][1]]) for s in splits}
-        except OSError as err:
-            reason = f"download failed ({err})"
-    looked = "\n".join(f"  - {d}" for d in candidates)
-    names = ", ".join(f"{stem}.gz" for stem in stems)
-    raise FileNotFoundError(
-        f"{dataset.name} files not found ({reason}). Looked in:\n{looked}\n"
-        f"Put {names} (gzip or raw IDX) in one of these directories, pass path=..., or set "
-        f"mixvi.settings.data_dir / $MIXVI_DATA_DIR. Mirrors: {', '.join(dataset.mirrors)}"
-    )
+    fetched = fetch_files(dataset, split, path=path, download=download)
+    logger.info(fetched.describe(dataset))
+    return fetched.files
 
 
 def _stratified_subset(labels: np.ndarray, n_obs: int, seed: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMix
 from torch.utils.data import DataLoader
 
 from .._paths import output_path, plain_name
+from .._settings import quiet_lightning
 from ..module._likelihoods import check_likelihood
 from ._guard import NonFiniteLossError, TrainingGuard
 from ._training_plan import MixviTrainingPlan
@@ -288,16 +289,17 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         guard = TrainingGuard()
         trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), guard]
         try:
-            return super().train(
-                max_epochs=max_epochs,
-                accelerator=accelerator,
-                devices=devices,
-                train_size=train_size,
-                batch_size=batch_size,
-                early_stopping=early_stopping,
-                plan_kwargs=plan,
-                **trainer_kwargs,
-            )
+            with quiet_lightning():
+                return super().train(
+                    max_epochs=max_epochs,
+                    accelerator=accelerator,
+                    devices=devices,
+                    train_size=train_size,
+                    batch_size=batch_size,
+                    early_stopping=early_stopping,
+                    plan_kwargs=plan,
+                    **trainer_kwargs,
+                )
         except (NonFiniteLossError, ValueError) as raised:
             error = guard.as_non_finite(raised)
             if error is None:
@@ -358,6 +360,22 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         for name in ["model.pt"] + (["adata.h5ad"] if save_anndata else []):
             output_path(dir_path, file_prefix + name)
         super().save(dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+
+    def _get_user_attributes(self):
+        # What save() writes (and reference mapping copies): the history tables as plain
+        # arrays, so that a model file never depends on pandas' pickling internals.
+        from ._safe_load import plain_tables
+
+        return [(name, plain_tables(value)) for name, value in super()._get_user_attributes()]
+
+    def _restore_tables(self):
+        """Turn the tables that :meth:`_get_user_attributes` stored as arrays back into DataFrames."""
+        from ._safe_load import restore_tables
+
+        for name, value in list(vars(self).items()):
+            if name.endswith("_"):
+                setattr(self, name, restore_tables(value))
+        return self
 
     @classmethod
     def load(
@@ -424,9 +442,10 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         saved = check_model_file(dir_path, prefix)
         if adata is not None:
             _check_var_names(np.asarray(saved["var_names"]).astype(str), adata)
-        return super().load(
+        model = super().load(
             dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
         )
+        return model._restore_tables()
 
     def _resolve_loader(self, loader: str, accelerator: str, devices, trainer_kwargs: dict) -> str:
         """``"device"`` or ``"anndata"`` for :meth:`train`'s ``loader`` argument."""
@@ -438,14 +457,23 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             return loader
         strategy = str(trainer_kwargs.get("strategy", ""))
         if "ddp" in strategy or (isinstance(devices, int) and devices > 1) or isinstance(devices, list | tuple):
-            return "anndata"
-        if self.adata.isbacked:
-            return "anndata"
-        from scvi.model._utils import parse_device_args
+            reason = "training runs in several processes"
+        elif self.adata.isbacked:
+            reason = "the AnnData is backed (on disk)"
+        else:
+            from scvi.model._utils import parse_device_args
 
-        _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
-        dense_bytes = 4 * self.adata.n_obs * self.summary_stats.n_vars
-        return "device" if dense_bytes <= free_memory(device) / 4 else "anndata"
+            _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
+            dense_bytes = 4 * self.adata.n_obs * self.summary_stats.n_vars
+            free = free_memory(device)
+            if dense_bytes <= free / 4:
+                return "device"
+            reason = (
+                f"the dense data ({dense_bytes / 2**30:.1f} GiB) would take more than a quarter of the "
+                f"{free / 2**30:.1f} GiB free on {device}"
+            )
+        logger.info("loader='auto': minibatches stream from the AnnData (loader='anndata'), since %s.", reason)
+        return "anndata"
 
     def _make_data_loader(self, adata, indices=None, batch_size: int | None = None, *args, **kwargs):
         # Inference needs no small minibatches: large ones amortise the per-batch overhead.
@@ -582,7 +610,8 @@ class ReferenceMappingMixin(ArchesMixin):
         *args, **kwargs
             Passed to scvi-tools.
         """
-        return super().load_query_data(adata, _checked_reference(reference_model), *args, **kwargs)
+        model = super().load_query_data(adata, _checked_reference(reference_model), *args, **kwargs)
+        return model._restore_tables()
 
     @staticmethod
     def prepare_query_anndata(adata: AnnData, reference_model, *args, **kwargs):

@@ -22,10 +22,23 @@ class GMVAE(ReferenceMappingMixin, VAE):
     """Gaussian-mixture VAE (VaDE-style) for clustering.
 
     p(c) = softmax(logits), p(z|c) = N(μ_c, diag σ_c²), q(z|x) a diagonal Gaussian and
-    q(c|x) = p(c|z). :meth:`train` first pretrains encoder and decoder as an autoencoder,
-    then fits a diagonal :class:`~sklearn.mixture.GaussianMixture` (``gmm_restarts``
-    restarts, best by GMM likelihood) on the latent means to start π, μ and σ, and then
-    trains the full ELBO. Labels are never used.
+    q(c|x) = p(c|z). :meth:`train` runs three phases, and labels are never used:
+
+    1. **pretraining**: encoder and decoder as an autoencoder (the loss is the
+       reconstruction of the posterior mean);
+    2. **mixture start** (:meth:`init_mixture`): by default (``init="umap"``) a
+       full-covariance GaussianMixture on a UMAP of the pretrained latent, as in N2D, whose
+       responsibilities set π, μ and σ²; ``init="gmm"`` fits a diagonal GaussianMixture on
+       the latent itself, as in VaDE;
+    3. **anchored, then free ELBO training**: for ``anchor_epochs`` the cluster posterior
+       q(c|x) stays fixed to the start's responsibilities, so that the encoder makes those
+       clusters Gaussian; then q(c|x) = p(c|z) and the full ELBO is trained.
+
+    Attributes
+    ----------
+    pretrain_history_, anchor_history_
+        The history tables (as in ``model.history``) of the pretraining and anchored
+        phases alone; ``model.history`` holds every epoch.
 
     Parameters
     ----------
@@ -184,22 +197,34 @@ class GMVAE(ReferenceMappingMixin, VAE):
                 super().train(max_epochs=pretrain_epochs, **common)
             finally:
                 self.module.pretraining = False
-            self.pretrain_history_ = self.history_
+            self.pretrain_history_ = self._history_since({})
             start = self.init_mixture(method=init, gmm_restarts=gmm_restarts, umap_neighbors=umap_neighbors)
             if anchor_epochs > 0:
                 # on the module's device: a host-side table would be copied over at every step
                 gamma = torch.as_tensor(start, dtype=torch.float32, device=self.module.prior_means.device)
                 self.module.anchor_log_gamma = torch.log(gamma.clamp_min(1e-8))
+                before = self._history_lengths()
                 try:
                     super().train(max_epochs=anchor_epochs, kl_warmup_epochs=0, **common)
                 finally:
                     self.module.anchor_log_gamma = None
-                self.anchor_history_ = self.history_
+                self.anchor_history_ = self._history_since(before)
                 anchored = anchor_epochs
         remaining = max_epochs - anchored
         if remaining <= 0:
             return None
         return super().train(max_epochs=remaining, kl_warmup_epochs=kl_warmup_epochs, **common)
+
+    def _history_lengths(self) -> dict[str, int]:
+        return {key: len(table) for key, table in (self.history_ or {}).items()}
+
+    def _history_since(self, before: Mapping[str, int]) -> dict[str, pd.DataFrame]:
+        """Copies of the rows each history table gained after ``before`` (table → rows): one phase.
+
+        scvi-tools appends every ``train()`` to the same tables, so a phase's history is a
+        slice of them, copied so that later phases leave it alone.
+        """
+        return {key: table.iloc[before.get(key, 0) :].copy() for key, table in (self.history_ or {}).items()}
 
     def init_mixture(
         self, method: str = "umap", gmm_restarts: int = 5, umap_neighbors: int = 15, seed: int | None = None

@@ -8,6 +8,12 @@ tensors, numpy arrays, dtypes and scalars, pandas frames and indexes, and plain
 containers. torch's own ``weights_only=True`` cannot be used as is, because scvi-tools'
 registry contains ``defaultdict`` objects that its unpickler refuses to fill. A file that
 names anything else is refused before any of it has run.
+
+mixvi writes no pandas objects into a model file: the training history (tables of
+per-epoch values) is stored as plain arrays (:func:`plain_tables`) and rebuilt on load
+(:func:`restore_tables`), so what a file holds does not depend on pandas' pickling
+internals, which move between pandas releases. The pandas names in the allowlist only
+serve files written by mixvi 0.1, which pickled the tables themselves.
 """
 
 from __future__ import annotations
@@ -17,9 +23,14 @@ import os
 import pickle
 import zipfile
 
+import numpy as np
+import pandas as pd
 import torch
 
 from .._paths import plain_name
+
+#: the key that marks a table stored as plain arrays
+_TABLE = "__mixvi_table__"
 
 _ALLOWED = {
     "collections": {"OrderedDict", "defaultdict"},
@@ -37,6 +48,7 @@ _ALLOWED = {
             "Object", "Str", "Bytes", "Void",
         )
     },
+    # files of mixvi 0.1 (pandas 2), which pickled the history tables themselves
     "pandas.core.frame": {"DataFrame"},
     "pandas.core.series": {"Series"},
     "pandas.core.indexes.base": {"Index", "_new_Index"},
@@ -45,6 +57,40 @@ _ALLOWED = {
     "pandas._libs.internals": {"_unpickle_block"},
 }
 _RENAMED = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
+def plain_tables(value):
+    """A DataFrame, or a dict holding DataFrames (a training history), as plain arrays.
+
+    Anything else comes back as it is.
+    """
+    if isinstance(value, pd.DataFrame):
+        return {
+            _TABLE: {
+                "columns": [str(c) for c in value.columns],
+                "values": [np.asarray(value[c].to_numpy()) for c in value.columns],
+                "index": np.asarray(value.index.to_numpy()),
+                "index_name": None if value.index.name is None else str(value.index.name),
+            }
+        }
+    if isinstance(value, dict) and any(isinstance(v, pd.DataFrame) for v in value.values()):
+        return {k: plain_tables(v) for k, v in value.items()}
+    return value
+
+
+def _is_table(value) -> bool:
+    return isinstance(value, dict) and set(value) == {_TABLE}
+
+
+def restore_tables(value):
+    """Undo :func:`plain_tables`: the stored tables become DataFrames again."""
+    if _is_table(value):
+        table = value[_TABLE]
+        index = pd.Index(table["index"], name=table["index_name"])
+        return pd.DataFrame(dict(zip(table["columns"], table["values"], strict=True)), index=index)
+    if isinstance(value, dict) and any(_is_table(v) for v in value.values()):
+        return {k: restore_tables(v) for k, v in value.items()}
+    return value
 
 
 class UnsafeModelFileError(ValueError):

@@ -38,6 +38,10 @@ class MixviTrainingPlan(TrainingPlan):
     ----------
     module
         The mixvi module to train.
+    fused_optimizer
+        Use the fused Adam where every parameter is a float32 tensor on a CPU or CUDA
+        device (default); ``False`` gives the loop-over-parameters implementation. The same
+        option as scvi-tools' (1.5 and later), honoured under scvi-tools 1.4 too.
     lr_schedule
         ``"constant"`` (default) keeps the learning rate at ``lr``; ``"cosine"`` lowers it
         along half a cosine from ``lr`` to ``lr_min`` over the steps of this training run
@@ -47,7 +51,13 @@ class MixviTrainingPlan(TrainingPlan):
         See :class:`scvi.train.TrainingPlan`.
     """
 
-    def __init__(self, module, lr_schedule: Literal["constant", "cosine"] = "constant", **kwargs) -> None:
+    def __init__(
+        self,
+        module,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        fused_optimizer: bool = True,
+        **kwargs,
+    ) -> None:
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {lr_schedule!r}.")
         if lr_schedule != "constant" and kwargs.get("reduce_lr_on_plateau"):
@@ -55,6 +65,8 @@ class MixviTrainingPlan(TrainingPlan):
                 "lr_schedule='cosine' and reduce_lr_on_plateau=True each set the learning rate; choose one."
             )
         super().__init__(module, **kwargs)
+        # set after scvi-tools' own (1.5 sets it too), which mixvi's optimiser creator replaces
+        self.fused_optimizer = bool(fused_optimizer)
         self.lr_schedule = lr_schedule
         self._reset_sums()
 
@@ -170,7 +182,9 @@ class MixviTrainingPlan(TrainingPlan):
     def _optimizer_creator_fn(self, optimizer_cls: type[torch.optim.Optimizer]):
         def create(params):
             params = list(params)
-            fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+            fused = self.fused_optimizer and all(
+                p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params
+            )
             return optimizer_cls(
                 params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=fused or None
             )

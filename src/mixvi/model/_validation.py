@@ -23,9 +23,14 @@ def get_matrix(adata: AnnData, layer: str | None):
         return adata.X
     if layer not in adata.layers:
         raise KeyError(
-            f"Layer {layer!r} is not in adata.layers (available: {list(adata.layers.keys())})."
+            f"Layer {layer!r} is not in adata.layers (available: {layer_names(adata)})."
         )
     return adata.layers[layer]
+
+
+def layer_names(adata: AnnData) -> list[str]:
+    """The names of ``adata.layers``, without the ``None`` that anndata 0.13 lists for ``.X``."""
+    return [key for key in adata.layers.keys() if key is not None]
 
 
 def _where(layer: str | None) -> str:
