@@ -49,6 +49,7 @@ docs: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[docs]"
 	rm -rf docs/_build docs/generated
 	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+	$(BIN)/python docs/check_api_pages.py docs/_build/html
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff

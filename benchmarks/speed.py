@@ -198,7 +198,7 @@ def lightning_floor(
     import lightning.pytorch as pl
     from scvi import REGISTRY_KEYS
 
-    from mixvi.model._base import DeviceBatches
+    from mixvi.model._minibatches import DeviceBatches
 
     class Minimal(pl.LightningModule):
         def __init__(self) -> None:
@@ -331,7 +331,7 @@ def measure(
                 start = time.perf_counter()
                 model.get_latent_representation(batch_size=batch_size)
                 result[
-                    f"latent_seconds_batch_{batch_size or mixvi.model._base.INFERENCE_BATCH_SIZE}"
+                    f"latent_seconds_batch_{batch_size or mixvi.model._minibatches.INFERENCE_BATCH_SIZE}"
                 ] = time.perf_counter() - start
     elif method in ("bare", "lightning", "lightning_manual"):
         module, x, extra = floor_inputs(adata, likelihood)

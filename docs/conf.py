@@ -22,6 +22,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "sphinx_copybutton",
 ]
 autosummary_generate = True
 autodoc_member_order = "bysource"
@@ -39,11 +40,22 @@ nb_merge_streams = True
 
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "tutorials/README.md"]
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
+# autosummary writes its stubs as reStructuredText: without ".rst" here they would be read
+# as MyST text and the API pages would show the raw directives
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 
 html_theme = "sphinx_book_theme"
 html_title = "mixvi"
 html_static_path = ["_static"]
-html_theme_options = {"repository_url": "https://github.com/scverse/mixvi", "use_repository_button": False}
+html_theme_options = {
+    "repository_url": "https://github.com/scverse/mixvi",
+    "use_repository_button": True,
+    "path_to_docs": "docs",
+}
+# one search box: the header's search button (the book theme also puts a field in the sidebar)
+html_sidebars = {"**": ["navbar-logo.html", "icon-links.html", "sbt-sidebar-nav.html"]}
+# copy code without prompts or the outputs shown after them
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
 # Inherited scvi-tools/Lightning docstrings use their own cross-references and roles.
 suppress_warnings = ["myst.header", "autosummary.import_cycle"]

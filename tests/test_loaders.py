@@ -82,14 +82,14 @@ def test_auto_falls_back_when_the_data_do_not_fit(pbmc, monkeypatch):
     mixvi.model.VAE.setup_anndata(pbmc)
     model = mixvi.model.VAE(pbmc)
     dense_bytes = 4 * pbmc.n_obs * pbmc.n_vars
-    monkeypatch.setattr(mixvi.model._base, "free_memory", lambda device: 4 * dense_bytes - 1)
+    monkeypatch.setattr(mixvi.model._minibatches, "free_memory", lambda device: 4 * dense_bytes - 1)
     assert model._resolve_loader("auto", "cpu", "auto", {}) == "anndata"
-    monkeypatch.setattr(mixvi.model._base, "free_memory", lambda device: 4 * dense_bytes)
+    monkeypatch.setattr(mixvi.model._minibatches, "free_memory", lambda device: 4 * dense_bytes)
     assert model._resolve_loader("auto", "cpu", "auto", {}) == "device"
 
 
 def test_free_memory_is_positive_on_this_machine():
-    assert mixvi.model._base.free_memory(torch.device("cpu")) > 0
+    assert mixvi.model._minibatches.free_memory(torch.device("cpu")) > 0
 
 
 def test_inference_uses_large_minibatches(pbmc, monkeypatch):
@@ -106,7 +106,7 @@ def test_inference_uses_large_minibatches(pbmc, monkeypatch):
     monkeypatch.setattr(BaseModelClass, "_make_data_loader", spy)
     model.get_latent_representation()
     model.get_latent_representation(batch_size=64)
-    assert sizes == [mixvi.model._base.INFERENCE_BATCH_SIZE, 64]
+    assert sizes == [mixvi.model._minibatches.INFERENCE_BATCH_SIZE, 64]
 
 
 def test_training_from_a_backed_h5ad_matches_in_memory(counts_adata, tmp_path):

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import Callback
 from scvi.train import TrainingPlan
 
 import mixvi
-from mixvi.model._base import DeviceBatches
+from mixvi.model._minibatches import DeviceBatches
 from mixvi.model._guard import NonFiniteLossError
 from mixvi.model._training_plan import LR_SCHEDULES, MixviTrainingPlan
 

@@ -29,6 +29,21 @@ def test_tutorial_runs_in_small_mode(path, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorial_and_its_percent_script_agree(path):
+    # each notebook is edited as its jupytext twin (tutorials/NAME.py); the pair must not drift
+    import jupytext
+
+    twin = path.with_suffix(".py")
+    assert twin.is_file(), f"{path.name} has no jupytext twin {twin.name}"
+    assert jupytext.read(path).metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent"
+
+    def cells(book):
+        return [(c.cell_type, c.source.strip()) for c in book.cells]
+
+    assert cells(jupytext.read(path)) == cells(jupytext.read(twin))
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_committed_tutorial_shows_its_full_size_run(path):
     # the docs render the stored outputs; a notebook regenerated without re-running them
     # (tutorials/_generator/run_full_size.py) would publish an empty tutorial
