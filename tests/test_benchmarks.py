@@ -213,3 +213,15 @@ def test_a_spawned_measurement_does_not_inherit_the_parents_peak_memory():
     child = speed.run_isolated(speed.peak_rss_mb)
     assert parent > 600 and child < parent - 400, (parent, child)
     del ballast
+
+
+def test_conditional_benchmark_smoke(tmp_path):
+    conditional = _load("conditional")
+    summary = conditional.main(["--smoke", "--seeds", "0", "--out", str(tmp_path)])
+    assert set(summary) == set(conditional.METHODS)
+    for scores in summary.values():
+        assert scores["n_seeds"] == 1
+        assert -1 <= scores["type_ari"][0] <= 1 and 0 <= scores["condition_nmi"][0] <= 1
+        assert 0 <= scores["type_asw"][0] <= 1 and 0 <= scores["condition_asw"][0] <= 1
+    table = (tmp_path / "conditional_smoke.md").read_text()
+    assert "| gmvae |" in table and "| scvi_leiden |" in table and "simulate_counts" in table

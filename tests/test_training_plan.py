@@ -8,8 +8,8 @@ from lightning.pytorch.callbacks import Callback
 from scvi.train import TrainingPlan
 
 import mixvi
-from mixvi.model._minibatches import DeviceBatches
 from mixvi.model._guard import NonFiniteLossError
+from mixvi.model._minibatches import DeviceBatches
 from mixvi.model._training_plan import LR_SCHEDULES, MixviTrainingPlan
 
 KEYS = ("train_loss", "elbo_train", "reconstruction_loss_train", "kl_local_train", "kl_global_train")

@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--n-layers", type=int, help="hidden layers of encoder and decoder (default: the model's)")
     train.add_argument("--n-components", type=int, default=10, help="gmvae: mixture components K (default: 10)")
     train.add_argument(
-        "--init", choices=("umap", "gmm"), default="umap", help="gmvae: how the mixture starts (default: umap)"
+        "--init", choices=("auto", "umap", "gmm"), default="auto",
+        help="gmvae: how the mixture starts (default: auto, umap after an AE pretraining, gmm after a VAE's)"
     )
     train.add_argument("--pretrain-epochs", type=int, help="gmvae: autoencoder pretraining epochs (default: half of --epochs)")
     train.add_argument("--batch-size", type=int, default=128)

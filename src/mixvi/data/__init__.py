@@ -2,8 +2,18 @@
 
 from ._idx import IDXError, read_idx, write_idx
 from ._images import image_shape_of, images_to_anndata
-from ._mnist import FASHION_MNIST, MNIST, FetchedFiles, fashion_mnist, fetch_files, locate_files, mnist, mnist_5k
+from ._mnist import (
+    FASHION_MNIST,
+    MNIST,
+    FetchedFiles,
+    fashion_mnist,
+    fetch_files,
+    locate_files,
+    mnist,
+    mnist_5k,
+)
 from ._scrna import pbmc68k_reduced
+from ._simulate import simulate_counts
 
 __all__ = [
     "FASHION_MNIST",
@@ -19,5 +29,6 @@ __all__ = [
     "mnist_5k",
     "pbmc68k_reduced",
     "read_idx",
+    "simulate_counts",
     "write_idx",
 ]

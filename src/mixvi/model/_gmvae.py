@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 
 from ..module import GMVAEModule
 from ._base import ReferenceMappingMixin, register_anndata
@@ -96,6 +97,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         )
         self._model_summary_string += f", n_components={n_components}"
         self.init_params_ = self._get_init_params(locals())
+        self._warn_small_conditions(n_components)
 
     @classmethod
     def setup_anndata(
@@ -138,10 +140,11 @@ class GMVAE(ReferenceMappingMixin, VAE):
         self,
         max_epochs: int | None = None,
         pretrain_epochs: int | None = None,
-        init: str = "umap",
+        init: str = "auto",
         gmm_restarts: int = 5,
         umap_neighbors: int = 15,
         anchor_epochs: int | None = None,
+        pretraining: str = "auto",
         lr: float = 1e-3,
         batch_size: int = 128,
         kl_warmup_epochs: int | None = 0,
@@ -155,12 +158,17 @@ class GMVAE(ReferenceMappingMixin, VAE):
             Epochs of GMVAE training after pretraining (scvi-tools' heuristic by default),
             including the ``anchor_epochs``.
         pretrain_epochs
-            Autoencoder pretraining epochs; ``0`` skips pretraining and the mixture start
-            (then expect collapse). Defaults to half of ``max_epochs``.
+            Pretraining epochs; ``0`` skips pretraining and the mixture start (then expect
+            collapse). Defaults to half of ``max_epochs``.
         init
-            How the mixture starts (see :meth:`init_mixture`): ``"umap"`` (default, clusters
-            found on a UMAP of the pretrained latent, as in N2D) or ``"gmm"`` (a diagonal
-            GaussianMixture on the latent itself, as in VaDE).
+            How the mixture starts (see :meth:`init_mixture`): ``"umap"`` (clusters found on
+            a UMAP of the pretrained latent, as in N2D) or ``"gmm"`` (a diagonal
+            GaussianMixture on the latent itself, as in VaDE). ``"auto"`` (default) takes
+            ``"umap"`` after an autoencoder pretraining, whose clusters are curved, and
+            ``"gmm"`` after a VAE pretraining, whose KL to N(0, I) makes them close to
+            Gaussian blobs. (On simulated counts with unequal cell types, the UMAP start
+            split the largest type where the GMM start did not; labels scored that
+            comparison, see the user guide.)
         gmm_restarts
             Restarts of the GaussianMixture; the one with the highest likelihood is kept.
         umap_neighbors
@@ -170,6 +178,13 @@ class GMVAE(ReferenceMappingMixin, VAE):
             (see :class:`~mixvi.module.GMVAEModule`), so that the encoder makes those
             clusters Gaussian before p(c|z) takes over. Defaults to a quarter of
             ``max_epochs`` with ``init="umap"`` and to 0 with ``init="gmm"``.
+        pretraining
+            How encoder and decoder are pretrained: ``"ae"`` as an autoencoder (VaDE, N2D),
+            ``"vae"`` as a VAE with the standard normal prior (a conditional VAE when the
+            model has a condition). ``"auto"`` (default) takes ``"vae"`` when the model has a
+            condition or covariates and ``"ae"`` otherwise: an autoencoder keeps in its
+            latent what its decoder is also told, so a mixture started there would cluster by
+            condition, while the VAE's KL makes the encoder drop it.
         lr, batch_size, **kwargs
             As in :meth:`mixvi.model.VAE.train`.
         kl_warmup_epochs
@@ -178,6 +193,9 @@ class GMVAE(ReferenceMappingMixin, VAE):
         """
         from scvi.model._utils import get_max_epochs_heuristic
 
+        pretraining = self._pretraining_mode(pretraining)
+        if init == "auto":
+            init = "gmm" if pretraining == "vae" else "umap"
         _check_init("init", init, umap_neighbors)
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
@@ -192,11 +210,12 @@ class GMVAE(ReferenceMappingMixin, VAE):
         common = {"lr": lr, "batch_size": batch_size, **kwargs}
         anchored = 0  # the anchored epochs count towards max_epochs only when they run
         if pretrain_epochs > 0 and not self.is_trained_:
-            self.module.pretraining = True
+            self.module.pretraining = pretraining
             try:
                 super().train(max_epochs=pretrain_epochs, **common)
             finally:
                 self.module.pretraining = False
+            self.pretraining_ = pretraining
             self.pretrain_history_ = self._history_since({})
             start = self.init_mixture(method=init, gmm_restarts=gmm_restarts, umap_neighbors=umap_neighbors)
             if anchor_epochs > 0:
@@ -215,6 +234,34 @@ class GMVAE(ReferenceMappingMixin, VAE):
             return None
         return super().train(max_epochs=remaining, kl_warmup_epochs=kl_warmup_epochs, **common)
 
+    def _warn_small_conditions(self, n_components: int) -> None:
+        """Warn when a condition has fewer cells than components: it cannot hold every cluster."""
+        import warnings
+
+        condition_key = self.registry_["setup_args"].get("condition_key")
+        if condition_key is None or self.adata is None:
+            return
+        counts = self.adata.obs[condition_key].value_counts()
+        small = counts[counts < n_components]
+        if len(small):
+            named = ", ".join(f"{name!r} ({int(n)} cells)" for name, n in small.items())
+            warnings.warn(
+                f"Condition(s) {named} of adata.obs[{condition_key!r}] have fewer cells than "
+                f"n_components={n_components}: such a condition cannot hold every cluster, and a "
+                "type seen only there is hard to tell from the condition's effect.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _pretraining_mode(self, pretraining: str) -> str:
+        if pretraining not in ("auto", "ae", "vae"):
+            raise ValueError(f"pretraining must be 'auto', 'ae' or 'vae', got {pretraining!r}.")
+        if pretraining != "auto":
+            return pretraining
+        covariates = REGISTRY_KEYS.CAT_COVS_KEY in self.adata_manager.data_registry
+        conditional = self.summary_stats.n_batch > 1 or covariates
+        return "vae" if conditional else "ae"
+
     def _history_lengths(self) -> dict[str, int]:
         return {key: len(table) for key, table in (self.history_ or {}).items()}
 
@@ -227,7 +274,12 @@ class GMVAE(ReferenceMappingMixin, VAE):
         return {key: table.iloc[before.get(key, 0) :].copy() for key, table in (self.history_ or {}).items()}
 
     def init_mixture(
-        self, method: str = "umap", gmm_restarts: int = 5, umap_neighbors: int = 15, seed: int | None = None
+        self,
+        method: str = "umap",
+        gmm_restarts: int = 5,
+        umap_neighbors: int = 15,
+        seed: int | None = None,
+        posterior_variance: bool | None = None,
     ) -> np.ndarray:
         """Start π, μ and σ² from a clustering of the latent means; no labels are used.
 
@@ -246,6 +298,13 @@ class GMVAE(ReferenceMappingMixin, VAE):
             structure more, which merges look-alike subclusters; scanpy's default is 15.
         seed
             Random state of UMAP and the GaussianMixture (default: ``mixvi.settings.seed``).
+        posterior_variance
+            Add each component's mean posterior variance of q(z|x) to its σ², so that the
+            components match the moments of the aggregate posterior (the cells' q(z|x),
+            not only their means). Default: when the model was pretrained as a VAE, whose
+            posterior variances are trained; an autoencoder's are not. Components as narrow
+            as the spread of the means alone (on simulated counts, 0.04 against a posterior
+            variance of 0.57) made the free ELBO phase merge clusters and empty components.
 
         Returns
         -------
@@ -254,8 +313,13 @@ class GMVAE(ReferenceMappingMixin, VAE):
         from .._settings import settings
 
         seed = settings.seed if seed is None else seed
-        z = self.get_latent_representation()
-        start = mixture_start(z, self.module.n_components, method, gmm_restarts, umap_neighbors, seed)
+        if posterior_variance is None:
+            posterior_variance = getattr(self, "pretraining_", "ae") == "vae"
+        z, z_var = self.get_latent_representation(return_dist=True)
+        start = mixture_start(
+            z, self.module.n_components, method, gmm_restarts, umap_neighbors, seed,
+            z_var=z_var if posterior_variance else None,
+        )
         logger.info("%s start: log-likelihood per cell %.3f", method, start.log_likelihood)
         self.module.set_prior(start.weights, start.means, start.variances)
         return start.responsibilities
@@ -471,13 +535,21 @@ class MixtureStart:
 
 
 def mixture_start(
-    z: np.ndarray, n_components: int, method: str, gmm_restarts: int, umap_neighbors: int, seed: int
+    z: np.ndarray,
+    n_components: int,
+    method: str,
+    gmm_restarts: int,
+    umap_neighbors: int,
+    seed: int,
+    z_var: np.ndarray | None = None,
 ) -> MixtureStart:
     """The clustering behind :meth:`GMVAE.init_mixture`, for any latent means ``z``.
 
     ``"gmm"``: a diagonal GaussianMixture on ``z``, copied as it is. ``"umap"``: a
     full-covariance GaussianMixture on a UMAP of ``z``, whose responsibilities weigh the
-    moments of ``z`` (the prior lives in the latent, not in the UMAP).
+    moments of ``z`` (the prior lives in the latent, not in the UMAP). With ``z_var`` (the
+    posterior variances), each component's σ² also gains its members' mean posterior
+    variance: the moments of the aggregate posterior rather than of the means alone.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -486,7 +558,9 @@ def mixture_start(
         gmm = GaussianMixture(
             n_components, covariance_type="diag", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
         ).fit(z)
-        return MixtureStart(gmm.weights_, gmm.means_, gmm.covariances_, gmm.predict_proba(z), gmm.score(z))
+        resp = gmm.predict_proba(z)
+        start = MixtureStart(gmm.weights_, gmm.means_, gmm.covariances_, resp, gmm.score(z))
+        return _with_posterior_variance(start, z_var)
     embedding = _umap_embedding(z, seed, umap_neighbors)
     gmm = GaussianMixture(
         n_components, covariance_type="full", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
@@ -495,7 +569,17 @@ def mixture_start(
     mass = resp.sum(axis=0) + 1e-10
     means = resp.T @ z / mass[:, None]
     variances = resp.T @ z**2 / mass[:, None] - means**2
-    return MixtureStart(mass / mass.sum(), means, np.maximum(variances, 0) + 1e-4, resp, gmm.score(embedding))
+    start = MixtureStart(mass / mass.sum(), means, np.maximum(variances, 0) + 1e-4, resp, gmm.score(embedding))
+    return _with_posterior_variance(start, z_var)
+
+
+def _with_posterior_variance(start: MixtureStart, z_var: np.ndarray | None) -> MixtureStart:
+    if z_var is None:
+        return start
+    resp = start.responsibilities
+    extra = resp.T @ z_var / (resp.sum(axis=0)[:, None] + 1e-10)
+    start.variances = start.variances + extra
+    return start
 
 
 def _umap_embedding(z: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:

@@ -118,10 +118,39 @@ def check_obs_keys(adata: AnnData, keys: Iterable[str | None], what: str = "colu
         )
 
 
+def check_categories(adata: AnnData, keys: Iterable[str | None]) -> None:
+    """Refuse covariate columns with missing values; warn about a condition with one category.
+
+    scvi-tools would otherwise map a missing value to a category code of its own, and the
+    cells without a condition would train as if they shared one.
+    """
+    import warnings
+
+    for key in keys:
+        if key is None:
+            continue
+        column = adata.obs[key]
+        n_missing = int(column.isna().sum())
+        if n_missing:
+            raise ValueError(
+                f"adata.obs[{key!r}] has {n_missing} missing value(s) (NaN or None); give those "
+                "cells a category (e.g. 'unknown') or remove them before setting up the model."
+            )
+        if column.nunique() == 1:
+            warnings.warn(
+                f"adata.obs[{key!r}] has a single category ({column.iloc[0]!r}): the model trains, "
+                "but this covariate does nothing.",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
 def validate_for_setup(adata: AnnData, layer: str | None, obs_keys: Iterable[str | None]) -> None:
     """All checks that ``setup_anndata`` runs before registering anything."""
+    keys = list(obs_keys)
     check_shape(adata)
-    check_obs_keys(adata, obs_keys)
+    check_obs_keys(adata, keys)
+    check_categories(adata, keys)
     check_finite(adata, layer)
 
 

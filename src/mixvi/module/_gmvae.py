@@ -19,8 +19,11 @@ class GMVAEModule(VAEModule):
         KL = Σ_c γ_c KL(q(z|x) || N(μ_c, σ_c²)) + KL(γ || π)
 
     with each Gaussian KL in closed form, all in log space (logsumexp) for stability.
-    During pretraining (``pretraining=True``) the loss is the reconstruction of the
-    posterior mean alone, i.e. an autoencoder, as VaDE pretrains.
+    ``pretraining`` switches the loss for the pretraining phase: ``"ae"`` (or ``True``) is
+    the reconstruction of the posterior mean alone, i.e. an autoencoder, as VaDE
+    pretrains; ``"vae"`` is the ELBO with the standard normal prior, i.e. a (conditional)
+    VAE. A VAE's KL gives the encoder a reason to leave out of z what the decoder is
+    told anyway (the condition), which an autoencoder lacks.
 
     While ``anchor_log_gamma`` (``(n_obs, K)`` log-probabilities) is set, q(c|x) is that
     fixed distribution, looked up by each cell's row index, instead of p(c|z). Any q(c|x)
@@ -48,7 +51,7 @@ class GMVAEModule(VAEModule):
         self.prior_logits = nn.Parameter(torch.zeros(n_components))
         self.prior_means = nn.Parameter(torch.randn(n_components, self.n_latent))
         self.prior_log_var = nn.Parameter(torch.zeros(n_components, self.n_latent))
-        self.pretraining = False
+        self.pretraining: bool | str = False
         self.anchor_log_gamma: torch.Tensor | None = None
 
     def train(self, mode: bool = True) -> GMVAEModule:
@@ -128,15 +131,21 @@ class GMVAEModule(VAEModule):
         """
         return torch.softmax(self.log_weights() + self.log_pz_given_c(z), dim=-1)
 
+    @property
+    def _pretraining_as_ae(self) -> bool:
+        return self.pretraining is True or self.pretraining == "ae"
+
     def inference(self, *args, **kwargs) -> dict:
         outputs = super().inference(*args, **kwargs)
-        if self.pretraining:
+        if self._pretraining_as_ae:
             outputs["z"] = outputs["qz"].loc
         return outputs
 
     def kl_local(self, inference_outputs: dict, tensors: dict | None = None) -> torch.Tensor:
-        if self.pretraining:
+        if self._pretraining_as_ae:
             return torch.zeros_like(inference_outputs["qz"].loc[..., 0])
+        if self.pretraining == "vae":
+            return super().kl_local(inference_outputs, tensors)  # KL to N(0, I)
         qz = inference_outputs["qz"]
         z = inference_outputs["z"]
         if self.anchor_log_gamma is not None:

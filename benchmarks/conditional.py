@@ -1,0 +1,211 @@
+"""Clusters free of the condition: the conditional GMVAE against integration baselines.
+
+The data are :func:`mixvi.data.simulate_counts`: NB counts of 5 cell types in unequal
+proportions (35/25/20/12/8 %) under 3 conditions, each of which multiplies every gene by
+its own log-normal factor (sd 1 on the log scale), with log-normal library sizes. The data
+are the same for every seed; the seed changes the methods' randomness. Labels only score.
+
+Prints a table of mean ± sd over seeds and writes ``results/conditional.md`` and ``.json``.
+
+Usage::
+
+    python benchmarks/conditional.py                 # 5,000 cells × 1,000 genes, 5 seeds
+    python benchmarks/conditional.py --smoke         # 400 cells, 1 epoch (CI)
+
+Methods (K = number of cell types, the only thing taken from the labels):
+
+- ``gmvae``: mixvi's conditional GMVAE (``condition_key="condition"``), argmax q(c|x).
+- ``cvae_kmeans`` / ``cvae_leiden``: k-means / Leiden (resolution bisected to K clusters) on
+  the latent of mixvi's CVAE with the same condition.
+- ``scvi_leiden``: Leiden on scvi-tools' SCVI latent (``batch_key="condition"``).
+- ``pca_leiden``: scanpy's standard pipeline (normalise, log1p, PCA-50), then Leiden.
+
+Scores: ARI and NMI of the clusters with the cell type (higher is better) and with the
+condition (0 is best); on each embedding, the cell-type silhouette rescaled to [0, 1]
+(higher: types apart) and the condition silhouette within each type as ``1 - |s|``
+(higher: conditions mixed), as scib's ASW scores are defined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scanpy as sc
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_samples
+
+import mixvi
+
+sys.path.insert(0, str(Path(__file__).parent))
+from quality import RESULTS, _commit, _machine, leiden_k
+
+METHODS = ("gmvae", "cvae_kmeans", "cvae_leiden", "scvi_leiden", "pca_leiden")
+PROPORTIONS = [35, 25, 20, 12, 8]
+SCORES = ("type_ari", "type_nmi", "condition_ari", "condition_nmi", "type_asw", "condition_asw", "seconds")
+
+
+def simulate(smoke: bool):
+    n_cells, n_genes = (400, 200) if smoke else (5_000, 1_000)
+    return mixvi.data.simulate_counts(
+        n_cells=n_cells, n_genes=n_genes, n_types=5, n_conditions=3, proportions=PROPORTIONS, seed=0
+    )
+
+
+def embedding_scores(embedding: np.ndarray, types: np.ndarray, conditions: np.ndarray) -> dict:
+    type_asw = (float(np.mean(silhouette_samples(embedding, types))) + 1) / 2
+    per_type = []
+    for t in np.unique(types):
+        inside = types == t
+        if len(np.unique(conditions[inside])) > 1:
+            per_type.append(float(np.mean(1 - np.abs(silhouette_samples(embedding[inside], conditions[inside])))))
+    return {"type_asw": type_asw, "condition_asw": float(np.mean(per_type))}
+
+
+def run_seed(adata, seed: int, smoke: bool, methods: list[str]) -> dict:
+    types = adata.obs["cell_type"].astype(str).to_numpy()
+    conditions = adata.obs["condition"].astype(str).to_numpy()
+    k = len(np.unique(types))
+    epochs = 1 if smoke else 120
+    quiet = {"enable_progress_bar": False, "enable_model_summary": False}
+    out: dict[str, dict] = {}
+
+    def score(method: str, clusters, embedding: np.ndarray, seconds: float) -> None:
+        out[method] = {
+            "type_ari": adjusted_rand_score(types, clusters),
+            "type_nmi": normalized_mutual_info_score(types, clusters),
+            "condition_ari": adjusted_rand_score(conditions, clusters),
+            "condition_nmi": normalized_mutual_info_score(conditions, clusters),
+            **embedding_scores(embedding, types, conditions),
+            "seconds": seconds,
+        }
+
+    work = adata.copy()
+    if "gmvae" in methods:
+        t = time.perf_counter()
+        mixvi.settings.seed = seed
+        mixvi.model.GMVAE.setup_anndata(work, layer="counts", condition_key="condition")
+        model = mixvi.model.GMVAE(work, n_components=k, likelihood="nb")
+        model.train(max_epochs=epochs, pretrain_epochs=epochs // 2 or 1, **quiet)
+        model.write_results(work)
+        score("gmvae", work.obs["gmvae_cluster"], work.obsm["X_gmvae"], time.perf_counter() - t)
+
+    if {"cvae_kmeans", "cvae_leiden"} & set(methods):
+        t = time.perf_counter()
+        mixvi.settings.seed = seed
+        mixvi.model.CVAE.setup_anndata(work, layer="counts", condition_key="condition")
+        cvae = mixvi.model.CVAE(work, likelihood="nb")
+        cvae.train(max_epochs=epochs, **quiet)
+        cvae.write_results(work)
+        embed = time.perf_counter() - t
+        for method, fit in (
+            ("cvae_kmeans", lambda: KMeans(k, n_init=10, random_state=seed).fit_predict(work.obsm["X_cvae"])),
+            ("cvae_leiden", lambda: leiden_k(work, "X_cvae", k, seed)),
+        ):
+            if method in methods:
+                t = time.perf_counter()
+                clusters = fit()
+                score(method, clusters, work.obsm["X_cvae"], embed + time.perf_counter() - t)
+
+    if "scvi_leiden" in methods:
+        import scvi
+
+        t = time.perf_counter()
+        scvi.settings.seed = seed
+        scvi.model.SCVI.setup_anndata(work, layer="counts", batch_key="condition")
+        model = scvi.model.SCVI(work, n_latent=10)
+        model.train(max_epochs=epochs, **quiet)
+        work.obsm["X_scvi"] = model.get_latent_representation()
+        clusters = leiden_k(work, "X_scvi", k, seed)
+        score("scvi_leiden", clusters, work.obsm["X_scvi"], time.perf_counter() - t)
+
+    if "pca_leiden" in methods:
+        t = time.perf_counter()
+        lognorm = sc.AnnData(work.layers["counts"].copy())
+        sc.pp.normalize_total(lognorm, target_sum=1e4)
+        sc.pp.log1p(lognorm)
+        sc.pp.pca(lognorm, n_comps=50, random_state=seed)
+        work.obsm["X_pca"] = lognorm.obsm["X_pca"]
+        clusters = leiden_k(work, "X_pca", k, seed)
+        score("pca_leiden", clusters, work.obsm["X_pca"], time.perf_counter() - t)
+    return out
+
+
+def summarise(per_seed: dict) -> dict:
+    summary = {}
+    for method in METHODS:
+        rows = [r[method] for r in per_seed.values() if method in r]
+        if rows:
+            summary[method] = {
+                key: [float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows]))] for key in SCORES
+            } | {"n_seeds": len(rows)}
+    return summary
+
+
+def markdown(summary: dict, meta: dict) -> str:
+    lines = [
+        "# Clusters free of the condition (simulated counts)",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- commit: `{meta['commit']}`",
+        f"- machine: {meta['machine']}",
+        f"- data: {meta['data']}",
+        f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
+        "- ARI / NMI with the type: higher is better; with the condition: 0 is best. ASW: silhouettes "
+        "of the embedding, type (higher: types apart) and condition within types (higher: mixed)",
+        "",
+        "| method | type ARI | type NMI | condition ARI | condition NMI | type ASW | condition ASW | seconds | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, s in summary.items():
+        cells = [f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in SCORES[:-1]]
+        lines.append(f"| {method} | {' | '.join(cells)} | {s['seconds'][0]:.0f} | {s['n_seeds']} |")
+    return "\n".join([*lines, ""])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--smoke", action="store_true", help="400 cells, 1 epoch: proves the script runs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="conditional")
+    args = parser.parse_args(argv)
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    sc.settings.verbosity = 0
+    start = time.perf_counter()
+    adata = simulate(args.smoke)
+    meta = {
+        "command": command,
+        "commit": _commit(),
+        "machine": _machine(),
+        "seeds": args.seeds,
+        "smoke": args.smoke,
+        "data": f"simulate_counts: {adata.n_obs} cells × {adata.n_vars} genes, {adata.uns['simulation']}",
+    }
+    per_seed = {}
+    stem = args.out / (f"{args.name}_smoke" if args.smoke else args.name)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        per_seed[seed] = run_seed(adata, seed, args.smoke, args.methods)
+        print(
+            f"seed {seed}: "
+            + ", ".join(f"{m} type ARI {r['type_ari']:.3f} cond ARI {r['condition_ari']:.3f}" for m, r in per_seed[seed].items()),
+            flush=True,
+        )
+        meta["wall_seconds"] = time.perf_counter() - start
+        summary = summarise(per_seed)
+        text = markdown(summary, meta)
+        stem.with_suffix(".md").write_text(text)
+        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "per_seed": per_seed}, indent=1))
+    print(text)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
