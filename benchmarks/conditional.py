@@ -47,7 +47,15 @@ from quality import RESULTS, _commit, _machine, leiden_k
 
 METHODS = ("gmvae", "cvae_kmeans", "cvae_leiden", "scvi_leiden", "pca_leiden")
 PROPORTIONS = [35, 25, 20, 12, 8]
-SCORES = ("type_ari", "type_nmi", "condition_ari", "condition_nmi", "type_asw", "condition_asw", "seconds")
+SCORES = (
+    "type_ari",
+    "type_nmi",
+    "condition_ari",
+    "condition_nmi",
+    "type_asw",
+    "condition_asw",
+    "seconds",
+)
 
 
 def simulate(smoke: bool):
@@ -63,7 +71,11 @@ def embedding_scores(embedding: np.ndarray, types: np.ndarray, conditions: np.nd
     for t in np.unique(types):
         inside = types == t
         if len(np.unique(conditions[inside])) > 1:
-            per_type.append(float(np.mean(1 - np.abs(silhouette_samples(embedding[inside], conditions[inside])))))
+            per_type.append(
+                float(
+                    np.mean(1 - np.abs(silhouette_samples(embedding[inside], conditions[inside])))
+                )
+            )
     return {"type_asw": type_asw, "condition_asw": float(np.mean(per_type))}
 
 
@@ -104,7 +116,10 @@ def run_seed(adata, seed: int, smoke: bool, methods: list[str]) -> dict:
         cvae.write_results(work)
         embed = time.perf_counter() - t
         for method, fit in (
-            ("cvae_kmeans", lambda: KMeans(k, n_init=10, random_state=seed).fit_predict(work.obsm["X_cvae"])),
+            (
+                "cvae_kmeans",
+                lambda: KMeans(k, n_init=10, random_state=seed).fit_predict(work.obsm["X_cvae"]),
+            ),
             ("cvae_leiden", lambda: leiden_k(work, "X_cvae", k, seed)),
         ):
             if method in methods:
@@ -142,7 +157,8 @@ def summarise(per_seed: dict) -> dict:
         rows = [r[method] for r in per_seed.values() if method in r]
         if rows:
             summary[method] = {
-                key: [float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows]))] for key in SCORES
+                key: [float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows]))]
+                for key in SCORES
             } | {"n_seeds": len(rows)}
     return summary
 
@@ -172,11 +188,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--smoke", action="store_true", help="400 cells, 1 epoch: proves the script runs")
+    parser.add_argument(
+        "--smoke", action="store_true", help="400 cells, 1 epoch: proves the script runs"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="conditional")
     args = parser.parse_args(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = "python " + " ".join(
+        shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
+    )
     sc.settings.verbosity = 0
     start = time.perf_counter()
     adata = simulate(args.smoke)
@@ -195,14 +215,19 @@ def main(argv: list[str] | None = None) -> dict:
         per_seed[seed] = run_seed(adata, seed, args.smoke, args.methods)
         print(
             f"seed {seed}: "
-            + ", ".join(f"{m} type ARI {r['type_ari']:.3f} cond ARI {r['condition_ari']:.3f}" for m, r in per_seed[seed].items()),
+            + ", ".join(
+                f"{m} type ARI {r['type_ari']:.3f} cond ARI {r['condition_ari']:.3f}"
+                for m, r in per_seed[seed].items()
+            ),
             flush=True,
         )
         meta["wall_seconds"] = time.perf_counter() - start
         summary = summarise(per_seed)
         text = markdown(summary, meta)
         stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "per_seed": per_seed}, indent=1))
+        stem.with_suffix(".json").write_text(
+            json.dumps({"meta": meta, "summary": summary, "per_seed": per_seed}, indent=1)
+        )
     print(text)
     return summary
 

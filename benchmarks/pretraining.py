@@ -48,7 +48,12 @@ def load(smoke: bool):
 
 
 def pretrain(
-    adata, seed: int, checkpoints: list[int], accelerator: str, compile_: bool, lr_schedule: str = "constant"
+    adata,
+    seed: int,
+    checkpoints: list[int],
+    accelerator: str,
+    compile_: bool,
+    lr_schedule: str = "constant",
 ) -> dict[int, np.ndarray]:
     """Pretrain one GMVAE as ``GMVAE.train`` does; return the latent means at each checkpoint."""
     import torch
@@ -175,7 +180,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             saved = np.load(args.from_latents / f"latents_seed{seed}.npz")
             latents = {e: saved[f"e{e}"] for e in args.checkpoints}
         else:
-            latents = pretrain(adata, seed, args.checkpoints, args.accelerator, args.compile, args.lr_schedule)
+            latents = pretrain(
+                adata, seed, args.checkpoints, args.accelerator, args.compile, args.lr_schedule
+            )
             np.savez(
                 args.out / f"latents_seed{seed}.npz",
                 **{f"e{e}": z.astype(np.float16) for e, z in latents.items()},
@@ -192,7 +199,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"UMAP ({CONFIG.gmvae_train['umap_neighbors']} neighbours) + a full GaussianMixture (5 restarts), "
             "UMAP and GMM seeded with the pretraining seed",
             f"- pretraining learning rate: {args.lr_schedule}"
-            + (f" (cosine decay to 0 over {max(args.checkpoints)} epochs)" if args.lr_schedule == "cosine" else ""),
+            + (
+                f" (cosine decay to 0 over {max(args.checkpoints)} epochs)"
+                if args.lr_schedule == "cosine"
+                else ""
+            ),
         ]
         report(
             "GMVAE start after pretraining",

@@ -73,7 +73,12 @@ CONFIGS = {
         20,
         10,
         {"acc": 0.65, "nmi": 0.62},
-        gmvae_model={"n_hidden": 500, "n_layers": 3, "use_batch_norm": False, "input_dropout_rate": 0.2},
+        gmvae_model={
+            "n_hidden": 500,
+            "n_layers": 3,
+            "use_batch_norm": False,
+            "input_dropout_rate": 0.2,
+        },
         gmvae_train={"umap_neighbors": 50},
     ),
     "mnist5k": Config("bernoulli", "label", 500, 128, 100, 100, 50, 40, {"acc": 0.85}),
@@ -141,16 +146,24 @@ def run_seed(
     epochs = (lambda e: 1) if smoke else (lambda e: e)
     work = adata.copy()
 
-    def cluster_embedding(rep: str, kmeans_name: str, leiden_name: str, seconds_to_embed: float) -> None:
+    def cluster_embedding(
+        rep: str, kmeans_name: str, leiden_name: str, seconds_to_embed: float
+    ) -> None:
         """Score k-means and Leiden on one embedding; each time includes computing the embedding."""
         for method, fit in (
-            (kmeans_name, lambda: KMeans(k, n_init=10, random_state=seed).fit_predict(work.obsm[rep])),
+            (
+                kmeans_name,
+                lambda: KMeans(k, n_init=10, random_state=seed).fit_predict(work.obsm[rep]),
+            ),
             (leiden_name, lambda: leiden_k(work, rep, k, seed)),
         ):
             if method in methods:
                 t = time.perf_counter()
                 pred = fit()
-                out[method] = {**clustering_scores(y, pred), "seconds": seconds_to_embed + time.perf_counter() - t}
+                out[method] = {
+                    **clustering_scores(y, pred),
+                    "seconds": seconds_to_embed + time.perf_counter() - t,
+                }
 
     if {"kmeans_pca50", "pca_leiden"} & set(methods):
         t = time.perf_counter()
@@ -161,7 +174,9 @@ def run_seed(
     if {"vae_kmeans", "vae_leiden"} & set(methods):
         t = time.perf_counter()
         mixvi.model.VAE.setup_anndata(work)
-        vae = mixvi.model.VAE(work, likelihood=cfg.likelihood, n_hidden=cfg.n_hidden, n_layers=cfg.n_layers)
+        vae = mixvi.model.VAE(
+            work, likelihood=cfg.likelihood, n_hidden=cfg.n_hidden, n_layers=cfg.n_layers
+        )
         vae.train(max_epochs=epochs(cfg.vae_epochs), batch_size=cfg.batch_size, **quiet)
         vae.write_results(work)
         cluster_embedding("X_vae", "vae_kmeans", "vae_leiden", time.perf_counter() - t)
@@ -173,7 +188,12 @@ def run_seed(
         gm = mixvi.model.GMVAE(
             work,
             n_components=k,
-            **{"likelihood": cfg.likelihood, "n_hidden": cfg.n_hidden, "n_layers": cfg.n_layers, **cfg.gmvae_model},
+            **{
+                "likelihood": cfg.likelihood,
+                "n_hidden": cfg.n_hidden,
+                "n_layers": cfg.n_layers,
+                **cfg.gmvae_model,
+            },
         )
         gm.train(
             max_epochs=epochs(cfg.gmvae_epochs),
@@ -261,7 +281,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--smoke", action="store_true", help="300 cells, 1 epoch: proves the script runs"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the .md/.json results")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="directory for the .md/.json results"
+    )
     parser.add_argument("--name", default="quality", help="file name (stem) of the results")
     parser.add_argument(
         "--gmvae-lr-schedule",

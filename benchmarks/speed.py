@@ -423,10 +423,22 @@ def report(
 
 # torch.compile variants (plan_kwargs={"compile": True, "compile_kwargs": ...}); the first
 # epoch, which is not timed, holds the compilation ("warm-up s" in the table)
-COMPILED = {"mixvi_compiled": {}, "gmvae_compiled": {}, "mixvi_cudagraphs": {"mode": "reduce-overhead"}}
+COMPILED = {
+    "mixvi_compiled": {},
+    "gmvae_compiled": {},
+    "mixvi_cudagraphs": {"mode": "reduce-overhead"},
+}
 # on request only: the Lightning floor with manual optimisation
 EXTRA = ["lightning_manual"]
-_DEFAULT = ["bare", "lightning", "mixvi", "mixvi_anndata_loader", "mixvi_scvi_plan", "scvi", "gmvae"]
+_DEFAULT = [
+    "bare",
+    "lightning",
+    "mixvi",
+    "mixvi_anndata_loader",
+    "mixvi_scvi_plan",
+    "scvi",
+    "gmvae",
+]
 METHODS = [*_DEFAULT, *COMPILED, *EXTRA]
 # Compiling takes tens of seconds on a CPU, so by default only the images (the GPU target)
 # get the compiled VAE; the GMVAE's and CUDA graphs' variants are there to be asked for.
@@ -440,7 +452,10 @@ def median_run(runs: list[dict]) -> dict:
     steps to the bare steps before it, with their quartiles (``paired_quartiles``).
     """
     ordered = sorted(runs, key=lambda r: r["epoch_seconds"])
-    chosen = {**ordered[(len(ordered) - 1) // 2], "run_epoch_seconds": [r["epoch_seconds"] for r in runs]}
+    chosen = {
+        **ordered[(len(ordered) - 1) // 2],
+        "run_epoch_seconds": [r["epoch_seconds"] for r in runs],
+    }
     ratios = [x for r in runs for x in r.get("paired_ratios", [])]
     if ratios:
         chosen["paired_ratio"] = statistics.median(ratios)
@@ -505,7 +520,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "a slow spell of a shared machine hits all methods alike; the median run is reported",
     )
     parser.add_argument(
-        "--methods", nargs="+", choices=METHODS, help="methods to run, on every dataset (default: PLAN)"
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        help="methods to run, on every dataset (default: PLAN)",
     )
     parser.add_argument(
         "--paired",

@@ -23,7 +23,8 @@ def pytest_report_header(config):
     from importlib.metadata import version
 
     stack = ", ".join(
-        f"{name} {version(name)}" for name in ("scvi-tools", "anndata", "pandas", "scanpy", "numpy", "scipy", "torch")
+        f"{name} {version(name)}"
+        for name in ("scvi-tools", "anndata", "pandas", "scanpy", "numpy", "scipy", "torch")
     )
     # fetched once, before any test, so that the header says where the images came from
     fetched = _fetch_fashion_mnist()
@@ -31,7 +32,9 @@ def pytest_report_header(config):
     if isinstance(fetched, Exception):
         data = f"mixvi data: Fashion-MNIST could not be had: {fetched}"
     else:
-        data = f"mixvi data: {fetched.describe(mixvi.data.FASHION_MNIST)} (source: {fetched.source})"
+        data = (
+            f"mixvi data: {fetched.describe(mixvi.data.FASHION_MNIST)} (source: {fetched.source})"
+        )
     return [f"mixvi stack: {stack}", data]
 
 
@@ -79,7 +82,9 @@ class PoisonDecoder(Callback):
 
 
 def assert_finite_weights(module) -> None:
-    assert all(torch.isfinite(v).all() for v in module.state_dict().values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in module.state_dict().values() if v.is_floating_point()
+    )
 
 
 def assert_compiled_matches_eager(eager, compiled) -> None:
@@ -119,7 +124,9 @@ def counts_adata():
     rate = rng.gamma(2.0, 2.0, size=(n, g))
     rate[condition == "B", :10] *= 4
     x = rng.poisson(rate).astype(np.float32)
-    adata = ad.AnnData(x, obs=pd.DataFrame({"condition": condition}, index=[f"c{i}" for i in range(n)]))
+    adata = ad.AnnData(
+        x, obs=pd.DataFrame({"condition": condition}, index=[f"c{i}" for i in range(n)])
+    )
     adata.var_names = [f"g{i}" for i in range(g)]
     adata.layers["counts"] = adata.X.copy()
     return adata

@@ -90,9 +90,21 @@ def test_the_manual_lightning_floor_trains_the_module(tmp_path):
     speed.lightning_floor(module, x, extra, 2, torch.device("cpu"), timer.callback, manual=True)
     assert len(timer.times) == 2
     # the optimiser stepped: every parameter moved (manual optimisation has no automatic step)
-    assert all(not torch.equal(a, b.detach()) for a, b in zip(before, module.parameters(), strict=True))
+    assert all(
+        not torch.equal(a, b.detach()) for a, b in zip(before, module.parameters(), strict=True)
+    )
     row = speed.main(
-        ["--smoke", "--accelerator", "cpu", "--datasets", "fashion_mnist", "--methods", "lightning_manual", "--out", str(tmp_path)]
+        [
+            "--smoke",
+            "--accelerator",
+            "cpu",
+            "--datasets",
+            "fashion_mnist",
+            "--methods",
+            "lightning_manual",
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert [r["method"] for r in row] == ["lightning_manual"] and row[0]["epoch_seconds"] > 0
 
@@ -100,7 +112,12 @@ def test_the_manual_lightning_floor_trains_the_module(tmp_path):
 def test_pretraining_benchmark_smoke_in_two_halves(tmp_path):
     pretraining = _load("pretraining")
     # the GPU half: pretrain and write the latents, no clustering
-    assert pretraining.main(["--smoke", "--latents-only", "--accelerator", "cpu", "--out", str(tmp_path)]) == []
+    assert (
+        pretraining.main(
+            ["--smoke", "--latents-only", "--accelerator", "cpu", "--out", str(tmp_path)]
+        )
+        == []
+    )
     saved = np.load(tmp_path / "latents_seed0.npz")
     assert sorted(saved.files) == ["e1", "e2"]
     assert saved["e2"].shape == (500, 10) and saved["e2"].dtype == np.float16
@@ -130,12 +147,17 @@ def test_a_paired_run_times_bare_steps_before_each_block_of_steps(tmp_path):
     # 4 steps per smoke epoch, blocks of 2: one whole block per epoch (the last one is left)
     blocks = mixvi["paired_blocks"]
     assert [epoch for epoch, _, _ in blocks] == [0, 1]
-    assert all(0 < seconds < mixvi["epoch_times"][epoch] and bare_seconds > 0 for epoch, seconds, bare_seconds in blocks)
+    assert all(
+        0 < seconds < mixvi["epoch_times"][epoch] and bare_seconds > 0
+        for epoch, seconds, bare_seconds in blocks
+    )
     # the warm-up epoch's block is left out, as from s/epoch
     assert mixvi["paired_ratios"] == [blocks[1][1] / blocks[1][2]]
     assert mixvi["paired_ratio"] == mixvi["paired_ratios"][0] and mixvi["n_paired_blocks"] == 1
     table = (tmp_path / "speed_smoke.md").read_text()
-    assert "× bare, paired (quartiles) |" in table and "- paired: in every method's process" in table
+    assert (
+        "× bare, paired (quartiles) |" in table and "- paired: in every method's process" in table
+    )
     ratio = f"{mixvi['paired_ratio']:.2f}"
     assert f"| {ratio} ({ratio}–{ratio}) |" in table
 
@@ -162,7 +184,12 @@ def test_the_bare_steps_of_a_paired_run_are_not_counted_in_the_epoch():
     extra = {REGISTRY_KEYS.BATCH_KEY: torch.zeros(600, 1, dtype=torch.long)}
     speed.lightning_floor(module, x, extra, 2, torch.device("cpu"), timer.callback, manual=True)
     assert slept == [2] * 6
-    assert [(epoch, bare) for epoch, _, bare in timer.pairs] == [(0, 0.3), (0, 0.3), (1, 0.3), (1, 0.3)]
+    assert [(epoch, bare) for epoch, _, bare in timer.pairs] == [
+        (0, 0.3),
+        (0, 0.3),
+        (1, 0.3),
+        (1, 0.3),
+    ]
     assert len(timer.times) == 2 and all(t < 0.3 for t in timer.times), timer.times
 
 

@@ -31,10 +31,25 @@ def test_cvae_from_an_h5ad_with_counts(tmp_path, counts_adata):
     counts_adata.obs["cell_type"] = np.tile(["t", "b"], 150)
     counts_adata.write_h5ad(path)
     out = tmp_path / "cvae"
-    code = main([
-        "train", "--model", "cvae", "--data", str(path), "--layer", "counts",
-        "--condition-key", "condition", "--label-key", "cell_type", "--epochs", "2", "--out", str(out),
-    ])
+    code = main(
+        [
+            "train",
+            "--model",
+            "cvae",
+            "--data",
+            str(path),
+            "--layer",
+            "counts",
+            "--condition-key",
+            "condition",
+            "--label-key",
+            "cell_type",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["likelihood"] == "nb"
@@ -51,10 +66,23 @@ def test_ae_reports_reconstruction_error(tmp_path):
 @pytest.mark.parametrize("init", ["umap", "gmm"])
 def test_gmvae_writes_clusters_and_cluster_metrics(tmp_path, init):
     out = tmp_path / "gmvae"
-    code = main([
-        "train", "--model", "gmvae", "--n-components", "6", "--epochs", "3",
-        "--pretrain-epochs", "2", "--init", init, "--out", str(out),
-    ])
+    code = main(
+        [
+            "train",
+            "--model",
+            "gmvae",
+            "--n-components",
+            "6",
+            "--epochs",
+            "3",
+            "--pretrain-epochs",
+            "2",
+            "--init",
+            init,
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     adata = ad.read_h5ad(out / "adata.h5ad")
     assert adata.obsm["X_gmvae"].shape == (700, 10)
@@ -73,8 +101,23 @@ def test_gmvae_writes_clusters_and_cluster_metrics(tmp_path, init):
 
 def test_the_demo_command_prints_where_each_file_is(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["train", "--model", "gmvae", "--n-components", "4", "--n-hidden", "16", "--n-layers", "1",
-            "--epochs", "2", "--pretrain-epochs", "1", "--out", str(out)]
+    argv = [
+        "train",
+        "--model",
+        "gmvae",
+        "--n-components",
+        "4",
+        "--n-hidden",
+        "16",
+        "--n-layers",
+        "1",
+        "--epochs",
+        "2",
+        "--pretrain-epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     for name in ("adata.h5ad", "umap.png", "metrics.json", "model"):
@@ -95,7 +138,17 @@ def test_compile_reaches_the_training_plan(tmp_path, monkeypatch, flag, mode):
 
     monkeypatch.setattr(torch, "compile", record)
     out = tmp_path / "run"
-    argv = ["train", "--model", "gmvae", "--epochs", "4", "--pretrain-epochs", "1", "--compile", flag]
+    argv = [
+        "train",
+        "--model",
+        "gmvae",
+        "--epochs",
+        "4",
+        "--pretrain-epochs",
+        "1",
+        "--compile",
+        flag,
+    ]
     assert main([*argv, "--out", str(out)]) == 0
     # every phase of the GMVAE (pretraining, anchored, free) compiles with that mode
     assert len(seen) == 3 and all(k["mode"] == mode for k in seen)
@@ -104,7 +157,9 @@ def test_compile_reaches_the_training_plan(tmp_path, monkeypatch, flag, mode):
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["train", "--model", "cvae", "--out", str(tmp_path / "x")]) == 2
     assert "--condition-key" in capsys.readouterr().err
-    assert main(["train", "--data", str(tmp_path / "missing.h5ad"), "--out", str(tmp_path / "y")]) == 2
+    assert (
+        main(["train", "--data", str(tmp_path / "missing.h5ad"), "--out", str(tmp_path / "y")]) == 2
+    )
     assert "no such file" in capsys.readouterr().err
 
 

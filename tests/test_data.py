@@ -27,7 +27,9 @@ def test_idx_header_is_big_endian_mnist_layout(tmp_path):
 
 
 def _valid(tmp_path):
-    return write_idx(tmp_path / "ok-idx3-ubyte", np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3))
+    return write_idx(
+        tmp_path / "ok-idx3-ubyte", np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    )
 
 
 def test_truncated_idx_is_rejected(tmp_path):
@@ -72,8 +74,13 @@ def _fake_dataset(directory, n_train=30, n_test=20):
     rng = np.random.default_rng(0)
     directory.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
+        write_idx(
+            directory / f"{prefix}-images-idx3-ubyte.gz",
+            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+        )
+        write_idx(
+            directory / f"{prefix}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8)
+        )
     return directory
 
 
@@ -155,8 +162,12 @@ def test_real_fashion_mnist(fashion_mnist_source):
     assert list(again.obs_names) == list(small.obs_names)
 
 
-@pytest.mark.skipif(shutil.which("apt-get") is None, reason="not a Debian-based system (no apt-get)")
-def test_fashion_mnist_falls_back_to_the_debian_package_when_no_mirror_answers(tmp_path, monkeypatch):
+@pytest.mark.skipif(
+    shutil.which("apt-get") is None, reason="not a Debian-based system (no apt-get)"
+)
+def test_fashion_mnist_falls_back_to_the_debian_package_when_no_mirror_answers(
+    tmp_path, monkeypatch
+):
     import pooch
 
     def offline(*args, **kwargs):
@@ -203,7 +214,9 @@ def test_images_to_anndata_from_numpy_and_torch():
     import torch
 
     imgs = np.random.default_rng(0).integers(0, 256, (6, 4, 5), dtype=np.uint8)
-    adata = mixvi.data.images_to_anndata(imgs, labels=[0, 1, 2, 0, 1, 2], class_names=["a", "b", "c"])
+    adata = mixvi.data.images_to_anndata(
+        imgs, labels=[0, 1, 2, 0, 1, 2], class_names=["a", "b", "c"]
+    )
     assert adata.shape == (6, 20)
     np.testing.assert_allclose(adata.X[1], imgs[1].ravel() / 255, rtol=1e-6)
     assert list(adata.obs["label"]) == ["a", "b", "c", "a", "b", "c"]

@@ -49,7 +49,11 @@ def test_the_page_examples_run_as_pasted(page, tmp_path):
     env = {**os.environ, "MPLBACKEND": "Agg"}
     run = subprocess.run(
         [sys.executable, "-c", RUNNER, page, str(tmp_path / "blocks.json")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert f"{len(blocks)} blocks ran" in run.stdout

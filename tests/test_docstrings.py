@@ -40,8 +40,12 @@ def test_public_names_have_numpydoc_docstrings(name, obj):
     params = _documented_params(target)
     if inspect.isclass(obj) and issubclass(obj, Exception):
         return
-    if params and not any(m in name for m in ("forward", "inference", "generative", "loss", "kl_local")):
-        assert "Parameters\n----------" in doc, f"{name} has parameters {params} but no Parameters section"
+    if params and not any(
+        m in name for m in ("forward", "inference", "generative", "loss", "kl_local")
+    ):
+        assert "Parameters\n----------" in doc, (
+            f"{name} has parameters {params} but no Parameters section"
+        )
         for param in params:
             if param in ("args", "kwargs"):
                 continue

@@ -25,7 +25,12 @@ def test_mixture_kl_matches_its_definition():
     log_pzc = comps.log_prob(z.unsqueeze(1)).sum(-1)  # (5, 3)
     gamma = torch.softmax(log_pi + log_pzc, -1)
     kl_each = torch.stack(
-        [kl_divergence(qz, Normal(module.prior_means[c], torch.exp(0.5 * module.prior_log_var[c]))).sum(-1) for c in range(3)],
+        [
+            kl_divergence(
+                qz, Normal(module.prior_means[c], torch.exp(0.5 * module.prior_log_var[c]))
+            ).sum(-1)
+            for c in range(3)
+        ],
         dim=-1,
     )
     expected = (gamma * kl_each).sum(-1) + (gamma * (gamma.log() - log_pi)).sum(-1)
@@ -102,7 +107,9 @@ def test_save_load_keeps_the_clusters(trained_blobs, tmp_path):
     model.save(tmp_path / "gmvae", save_anndata=False)
     loaded = mixvi.model.GMVAE.load(tmp_path / "gmvae", adata=adata)
     np.testing.assert_array_equal(loaded.get_cluster_assignments(), model.get_cluster_assignments())
-    np.testing.assert_allclose(loaded.get_cluster_probabilities(), model.get_cluster_probabilities())
+    np.testing.assert_allclose(
+        loaded.get_cluster_probabilities(), model.get_cluster_probabilities()
+    )
 
 
 def test_conditional_gmvae_takes_the_condition(counts_adata):
@@ -141,7 +148,9 @@ def test_each_phase_keeps_a_history_of_its_own_epochs(pbmc):
 def test_more_components_than_cells_is_refused(pbmc):
     small = pbmc[:5].copy()
     mixvi.model.GMVAE.setup_anndata(small)
-    with pytest.raises(ValueError, match="n_components=10 is larger than the number of observations"):
+    with pytest.raises(
+        ValueError, match="n_components=10 is larger than the number of observations"
+    ):
         mixvi.model.GMVAE(small, n_components=10)
 
 
@@ -159,7 +168,12 @@ def test_anchor_fixes_q_c_to_the_given_responsibilities():
     gamma = anchor[rows.ravel()].exp()
     qz = inf["qz"]
     kl_each = torch.stack(
-        [kl_divergence(qz, Normal(module.prior_means[c], torch.exp(0.5 * module.prior_log_var[c]))).sum(-1) for c in range(3)],
+        [
+            kl_divergence(
+                qz, Normal(module.prior_means[c], torch.exp(0.5 * module.prior_log_var[c]))
+            ).sum(-1)
+            for c in range(3)
+        ],
         dim=-1,
     )
     log_pi = module.log_weights()
@@ -204,7 +218,9 @@ def test_row_index_is_filled_for_new_anndata(trained_blobs):
     latent = model.get_latent_representation(other)
     assert latent.shape == (37, 5)
     np.testing.assert_array_equal(other.obs["_mixvi_row"], np.arange(37))
-    np.testing.assert_allclose(latent[0], model.get_latent_representation(indices=[adata.n_obs - 1])[0], atol=1e-5)
+    np.testing.assert_allclose(
+        latent[0], model.get_latent_representation(indices=[adata.n_obs - 1])[0], atol=1e-5
+    )
 
 
 def test_compare_n_components_prefers_enough_components():

@@ -37,9 +37,13 @@ def test_gpu_device_path_matches_the_anndata_loader(pbmc):
     assert fast.device.type == "cuda"
     for key in ("elbo_train", "reconstruction_loss_train"):
         np.testing.assert_allclose(
-            fast.history[key].to_numpy(dtype=float), slow.history[key].to_numpy(dtype=float), rtol=1e-4
+            fast.history[key].to_numpy(dtype=float),
+            slow.history[key].to_numpy(dtype=float),
+            rtol=1e-4,
         )
-    np.testing.assert_allclose(fast.get_latent_representation(), slow.get_latent_representation(), atol=1e-3)
+    np.testing.assert_allclose(
+        fast.get_latent_representation(), slow.get_latent_representation(), atol=1e-3
+    )
 
 
 def test_a_nan_loss_on_the_gpu_stops_training_and_restores_the_last_epoch(pbmc):

@@ -117,7 +117,9 @@ def test_save_load_round_trip_gives_identical_latents(pbmc, tmp_path, cls):
     model = cls(pbmc, n_latent=5, n_layers=2, input_dropout_rate=0.2)
     model.train(max_epochs=3, **QUIET)
     before = model.get_latent_representation()
-    np.testing.assert_array_equal(model.get_latent_representation(), before)  # no masking at inference
+    np.testing.assert_array_equal(
+        model.get_latent_representation(), before
+    )  # no masking at inference
     model.save(tmp_path / "model", save_anndata=False)
     loaded = cls.load(tmp_path / "model", adata=pbmc)
     np.testing.assert_array_equal(loaded.get_latent_representation(), before)
@@ -191,7 +193,10 @@ def test_cvae_reference_mapping_with_a_new_condition(counts_adata):
 def test_categorical_covariates_are_one_hot_inputs(counts_adata):
     counts_adata.obs["donor"] = np.tile(["d1", "d2", "d3"], 100)
     mixvi.model.CVAE.setup_anndata(
-        counts_adata, condition_key="condition", categorical_covariate_keys=["donor"], layer="counts"
+        counts_adata,
+        condition_key="condition",
+        categorical_covariate_keys=["donor"],
+        layer="counts",
     )
     model = mixvi.model.CVAE(counts_adata, likelihood="poisson")
     first = model.module.encoder.body.fc.fc_layers[0][0]

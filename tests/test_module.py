@@ -21,7 +21,11 @@ def _tensors(x, n_batch=1):
 @pytest.mark.parametrize("likelihood", ["normal", "bernoulli", "nb", "zinb", "poisson"])
 def test_loss_is_reconstruction_plus_kl(likelihood):
     torch.manual_seed(0)
-    x = torch.rand(16, 12) if likelihood in ("normal", "bernoulli") else torch.poisson(torch.full((16, 12), 3.0))
+    x = (
+        torch.rand(16, 12)
+        if likelihood in ("normal", "bernoulli")
+        else torch.poisson(torch.full((16, 12), 3.0))
+    )
     module = VAEModule(12, n_latent=3, likelihood=likelihood)
     inf, gen, out = module(_tensors(x), loss_kwargs={"kl_weight": 0.5})
     rec = out.reconstruction_loss["reconstruction_loss"]
@@ -137,7 +141,9 @@ def test_input_dropout_masks_the_encoder_input_only_while_training(likelihood):
     kept = x_in != 0
     torch.testing.assert_close(x_in[kept], clean[kept])  # kept features are not rescaled
     if likelihood == "nb":
-        torch.testing.assert_close(library, x.sum(-1, keepdim=True))  # library of the uncorrupted cell
+        torch.testing.assert_close(
+            library, x.sum(-1, keepdim=True)
+        )  # library of the uncorrupted cell
     again, _ = module._encoder_input(x)
     assert not torch.equal(again, x_in)  # a new mask every step
     module.eval()
@@ -145,9 +151,14 @@ def test_input_dropout_masks_the_encoder_input_only_while_training(likelihood):
     torch.testing.assert_close(x_eval, clean)
     # the reconstruction term still scores the uncorrupted x
     module.train()
-    tensors = {REGISTRY_KEYS.X_KEY: x, REGISTRY_KEYS.BATCH_KEY: torch.zeros(64, 1, dtype=torch.long)}
+    tensors = {
+        REGISTRY_KEYS.X_KEY: x,
+        REGISTRY_KEYS.BATCH_KEY: torch.zeros(64, 1, dtype=torch.long),
+    }
     _, gen, out = module(tensors)
-    torch.testing.assert_close(out.reconstruction_loss["reconstruction_loss"], -gen["px"].log_prob(x).sum(-1))
+    torch.testing.assert_close(
+        out.reconstruction_loss["reconstruction_loss"], -gen["px"].log_prob(x).sum(-1)
+    )
 
 
 @pytest.mark.parametrize("rate", [-0.1, 1.0])

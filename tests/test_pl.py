@@ -76,7 +76,9 @@ def test_samples_of_an_unconditional_vae(digits):
 
 def test_samples_per_gmvae_component(digits):
     mixvi.model.GMVAE.setup_anndata(digits)
-    model = mixvi.model.GMVAE(digits, n_components=4, likelihood="bernoulli", n_latent=3, n_hidden=32)
+    model = mixvi.model.GMVAE(
+        digits, n_components=4, likelihood="bernoulli", n_latent=3, n_hidden=32
+    )
     model.train(max_epochs=2, pretrain_epochs=1, **QUIET)
     fig = mixvi.pl.samples(model, n=5)
     assert len(_image_axes(fig)) == 20

@@ -35,10 +35,14 @@ print("trained")
 """
 
 
-def _train_in_a_fresh_python(verbosity: str, model: str = "VAE", extra: str = "", train_extra: str = "") -> str:
+def _train_in_a_fresh_python(
+    verbosity: str, model: str = "VAE", extra: str = "", train_extra: str = ""
+) -> str:
     code = textwrap.dedent(SCRIPT.format(model=model, extra=extra, train_extra=train_extra))
     # a plain Python session, as a user's: no pytest capture or warning filters in between
-    run = subprocess.run([sys.executable, "-c", code, verbosity], capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", code, verbosity], capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout + run.stderr
 

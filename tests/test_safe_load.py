@@ -122,7 +122,9 @@ def test_a_saved_model_file_names_no_pandas_objects_and_its_history_comes_back(s
         def load(file, **kwargs):
             return Recording(file, **kwargs).load()
 
-    torch.load(path / "model.pt", map_location="cpu", weights_only=False, pickle_module=RecordingPickle)
+    torch.load(
+        path / "model.pt", map_location="cpu", weights_only=False, pickle_module=RecordingPickle
+    )
     assert named and not [n for n in named if n.startswith("pandas")], sorted(named)
     loaded = mixvi.model.CVAE.load(path, adata=adata)
     assert set(loaded.history) == set(model.history)

@@ -12,7 +12,13 @@ from mixvi.model._guard import NonFiniteLossError
 from mixvi.model._minibatches import DeviceBatches
 from mixvi.model._training_plan import LR_SCHEDULES, MixviTrainingPlan
 
-KEYS = ("train_loss", "elbo_train", "reconstruction_loss_train", "kl_local_train", "kl_global_train")
+KEYS = (
+    "train_loss",
+    "elbo_train",
+    "reconstruction_loss_train",
+    "kl_local_train",
+    "kl_global_train",
+)
 VALIDATION_KEYS = ("validation_loss", "elbo_validation", "reconstruction_loss_validation")
 
 
@@ -82,12 +88,16 @@ def test_device_batches_cover_every_row_once_in_the_drawn_order():
 
 
 @pytest.mark.parametrize("check_every", [1, 50])
-def test_the_nan_error_names_the_first_bad_step_however_often_the_host_looks(pbmc, monkeypatch, check_every):
+def test_the_nan_error_names_the_first_bad_step_however_often_the_host_looks(
+    pbmc, monkeypatch, check_every
+):
     from mixvi.model import _guard
 
     original = _guard.TrainingGuard.__init__
     monkeypatch.setattr(
-        _guard.TrainingGuard, "__init__", lambda self, check_every=check_every: original(self, check_every)
+        _guard.TrainingGuard,
+        "__init__",
+        lambda self, check_every=check_every: original(self, check_every),
     )
     mixvi.model.VAE.setup_anndata(pbmc)
     model = mixvi.model.VAE(pbmc, n_hidden=32)
@@ -166,13 +176,16 @@ def test_compiled_training_is_one_graph_and_matches_eager(pbmc):
 
     torch._dynamo.reset()
     counters.clear()
+
     class Plans(Callback):
         def on_fit_start(self, trainer, pl_module):
             self.plan = pl_module
 
     plans = Plans()
     eager = _trained(pbmc.copy(), MixviTrainingPlan)
-    compiled = _trained(pbmc.copy(), MixviTrainingPlan, plan_kwargs={"compile": True}, callbacks=[plans])
+    compiled = _trained(
+        pbmc.copy(), MixviTrainingPlan, plan_kwargs={"compile": True}, callbacks=[plans]
+    )
     assert isinstance(plans.plan.module, torch._dynamo.eval_frame.OptimizedModule)
     # The whole step compiles: no graph break (e.g. torch.distributions' KL lookup table),
     # and one graph per minibatch shape and mode (full, last partial batch, validation)
@@ -186,7 +199,9 @@ def test_a_nan_under_compile_restores_the_uncompiled_weights(pbmc):
     mixvi.model.VAE.setup_anndata(pbmc)
     model = mixvi.model.VAE(pbmc, n_hidden=32)
     with pytest.raises(NonFiniteLossError, match="in epoch 2"):
-        model.train(max_epochs=3, callbacks=[PoisonDecoder(epoch=1)], plan_kwargs={"compile": True}, **QUIET)
+        model.train(
+            max_epochs=3, callbacks=[PoisonDecoder(epoch=1)], plan_kwargs={"compile": True}, **QUIET
+        )
     assert_finite_weights(model.module)
 
 
@@ -269,7 +284,12 @@ def test_the_plateau_schedule_lowers_the_rate_after_each_epoch_without_progress(
     mixvi.model.VAE.setup_anndata(pbmc)
     model = mixvi.model.VAE(pbmc, n_hidden=32)
     # no epoch can improve on the first by 1e9, so every later epoch halves the rate
-    plateau = {"reduce_lr_on_plateau": True, "lr_patience": 0, "lr_factor": 0.5, "lr_threshold": 1e9}
+    plateau = {
+        "reduce_lr_on_plateau": True,
+        "lr_patience": 0,
+        "lr_factor": 0.5,
+        "lr_threshold": 1e9,
+    }
     model.train(
         max_epochs=4,
         batch_size=128,
@@ -293,7 +313,9 @@ def test_the_plateau_schedule_needs_a_validation_metric_every_epoch(pbmc):
     with pytest.raises(ValueError, match="no validation cells"):
         model.train(max_epochs=2, train_size=1.0, plan_kwargs=plateau, **QUIET)
     with pytest.raises(RuntimeError, match="'elbo_validation', which this epoch did not log"):
-        model.train(max_epochs=2, train_size=0.8, check_val_every_n_epoch=2, plan_kwargs=plateau, **QUIET)
+        model.train(
+            max_epochs=2, train_size=0.8, check_val_every_n_epoch=2, plan_kwargs=plateau, **QUIET
+        )
 
 
 def test_a_second_schedule_is_refused(pbmc):

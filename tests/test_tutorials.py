@@ -21,11 +21,23 @@ def test_tutorial_runs_in_small_mode(path, tmp_path, monkeypatch):
     book = nbformat.read(path, as_version=4)
     first_code = next(c for c in book.cells if c.cell_type == "code")
     assert "import mixvi" in first_code.source and "mixvi.settings.seed" in first_code.source
-    NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    NotebookClient(
+        book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    errors = [
+        o
+        for c in book.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "error"
+    ]
     assert errors == []
-    assert any(o.output_type == "display_data" and "image/png" in o.get("data", {})
-               for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])), "no figure shown"
+    assert any(
+        o.output_type == "display_data" and "image/png" in o.get("data", {})
+        for c in book.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    ), "no figure shown"
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])

@@ -6,4 +6,13 @@ from ._settings import settings
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "metrics", "model", "module", "pl", "settings", "PathOutsideDirectoryError", "__version__"]
+__all__ = [
+    "data",
+    "metrics",
+    "model",
+    "module",
+    "pl",
+    "settings",
+    "PathOutsideDirectoryError",
+    "__version__",
+]

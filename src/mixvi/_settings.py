@@ -13,7 +13,12 @@ import scvi
 
 DATA_DIR_ENV = "MIXVI_DATA_DIR"
 #: the loggers behind Lightning's banner ("GPU available: ..."), tips and "`Trainer.fit` stopped"
-LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+LIGHTNING_LOGGERS = (
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning_fabric",
+)
 
 logger = logging.getLogger("mixvi")
 
@@ -109,7 +114,9 @@ def quiet_lightning() -> Iterator[None]:
     loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
     levels = [log.level for log in loggers]
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"(lightning|pytorch_lightning|lightning_fabric)(\.|$)")
+        warnings.filterwarnings(
+            "ignore", module=r"(lightning|pytorch_lightning|lightning_fabric)(\.|$)"
+        )
         for log in loggers:
             log.setLevel(logging.WARNING)
         try:

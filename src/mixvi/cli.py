@@ -22,7 +22,9 @@ DEFAULT_LABEL_KEY = "bulk_labels"  # of the offline default dataset, pbmc68k_red
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixvi", description="Autoencoder-family models on AnnData.")
+    parser = argparse.ArgumentParser(
+        prog="mixvi", description="Autoencoder-family models on AnnData."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser(
         "train",
@@ -33,28 +35,48 @@ def _parser() -> argparse.ArgumentParser:
             "DIR/umap.png and DIR/metrics.json."
         ),
     )
-    train.add_argument("--model", choices=MODELS, default="vae", help="model to train (default: vae)")
-    train.add_argument("--data", type=Path, help=".h5ad file; default: scanpy's pbmc68k_reduced (offline)")
+    train.add_argument(
+        "--model", choices=MODELS, default="vae", help="model to train (default: vae)"
+    )
+    train.add_argument(
+        "--data", type=Path, help=".h5ad file; default: scanpy's pbmc68k_reduced (offline)"
+    )
     train.add_argument("--out", type=Path, required=True, help="output directory (created)")
     train.add_argument("--layer", help="use adata.layers[LAYER] instead of X (e.g. raw counts)")
     train.add_argument("--condition-key", help="obs column of the condition (required for cvae)")
-    train.add_argument("--label-key", help="obs column of reference labels for NMI/ARI and the UMAP colours")
+    train.add_argument(
+        "--label-key", help="obs column of reference labels for NMI/ARI and the UMAP colours"
+    )
     train.add_argument(
         "--likelihood",
         default="auto",
         choices=("auto", "normal", "bernoulli", "nb", "zinb", "poisson"),
         help="observation model; auto picks nb for counts, bernoulli for [0, 1], else normal",
     )
-    train.add_argument("--epochs", type=int, help="training epochs (default: scvi-tools' heuristic)")
-    train.add_argument("--n-latent", type=int, default=10, help="latent dimension (default: 10)")
-    train.add_argument("--n-hidden", type=int, help="width of the hidden layers (default: the model's)")
-    train.add_argument("--n-layers", type=int, help="hidden layers of encoder and decoder (default: the model's)")
-    train.add_argument("--n-components", type=int, default=10, help="gmvae: mixture components K (default: 10)")
     train.add_argument(
-        "--init", choices=("auto", "umap", "gmm"), default="auto",
-        help="gmvae: how the mixture starts (default: auto, umap after an AE pretraining, gmm after a VAE's)"
+        "--epochs", type=int, help="training epochs (default: scvi-tools' heuristic)"
     )
-    train.add_argument("--pretrain-epochs", type=int, help="gmvae: autoencoder pretraining epochs (default: half of --epochs)")
+    train.add_argument("--n-latent", type=int, default=10, help="latent dimension (default: 10)")
+    train.add_argument(
+        "--n-hidden", type=int, help="width of the hidden layers (default: the model's)"
+    )
+    train.add_argument(
+        "--n-layers", type=int, help="hidden layers of encoder and decoder (default: the model's)"
+    )
+    train.add_argument(
+        "--n-components", type=int, default=10, help="gmvae: mixture components K (default: 10)"
+    )
+    train.add_argument(
+        "--init",
+        choices=("auto", "umap", "gmm"),
+        default="auto",
+        help="gmvae: how the mixture starts (default: auto, umap after an AE pretraining, gmm after a VAE's)",
+    )
+    train.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        help="gmvae: autoencoder pretraining epochs (default: half of --epochs)",
+    )
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--seed", type=int, default=0)
@@ -67,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         "Pays on long GPU runs; compiling takes seconds to a minute (default: off)",
     )
     train.add_argument("--resolution", type=float, default=1.0, help="Leiden resolution")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace an existing model directory"
+    )
     return parser
 
 
@@ -86,7 +110,10 @@ def run_train(args: argparse.Namespace) -> dict:
 
     mixvi.settings.seed = args.seed
     # checked before training, so that a bad output directory does not cost a training run
-    paths = {name: output_path(args.out, name) for name in ("umap.png", "model", "adata.h5ad", "metrics.json")}
+    paths = {
+        name: output_path(args.out, name)
+        for name in ("umap.png", "model", "adata.h5ad", "metrics.json")
+    }
     if paths["model"].exists() and not args.overwrite:
         raise FileExistsError(f"{paths['model']} exists; pass --overwrite to replace it.")
     if args.data is None:
@@ -103,11 +130,18 @@ def run_train(args: argparse.Namespace) -> dict:
         raise KeyError(f"--label-key {label_key!r} is not a column of adata.obs.")
     if args.model == "cvae" and args.condition_key is None:
         raise ValueError("--model cvae needs --condition-key.")
-    likelihood = infer_likelihood(adata, args.layer) if args.likelihood == "auto" else args.likelihood
-    logger.info("%s: %d obs × %d vars, likelihood=%s", source, adata.n_obs, adata.n_vars, likelihood)
+    likelihood = (
+        infer_likelihood(adata, args.layer) if args.likelihood == "auto" else args.likelihood
+    )
+    logger.info(
+        "%s: %d obs × %d vars, likelihood=%s", source, adata.n_obs, adata.n_vars, likelihood
+    )
 
     cls = {
-        "ae": mixvi.model.AE, "vae": mixvi.model.VAE, "cvae": mixvi.model.CVAE, "gmvae": mixvi.model.GMVAE
+        "ae": mixvi.model.AE,
+        "vae": mixvi.model.VAE,
+        "cvae": mixvi.model.CVAE,
+        "gmvae": mixvi.model.GMVAE,
     }[args.model]
     setup = {"layer": args.layer}
     if args.model in ("cvae", "gmvae") and args.condition_key is not None:
@@ -127,7 +161,10 @@ def run_train(args: argparse.Namespace) -> dict:
     model = cls(adata, likelihood=likelihood, n_latent=args.n_latent, **model_kwargs)
     start = time.perf_counter()
     model.train(
-        max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accelerator=args.accelerator,
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        accelerator=args.accelerator,
         **train_kwargs,
     )
     train_seconds = time.perf_counter() - start
@@ -137,8 +174,13 @@ def run_train(args: argparse.Namespace) -> dict:
     sc.pp.neighbors(adata, use_rep=key, random_state=args.seed)
     cluster_key = f"{args.model}_leiden"
     sc.tl.leiden(
-        adata, resolution=args.resolution, key_added=cluster_key, random_state=args.seed,
-        flavor="igraph", n_iterations=2, directed=False,
+        adata,
+        resolution=args.resolution,
+        key_added=cluster_key,
+        random_state=args.seed,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
     )
     sc.tl.umap(adata, random_state=args.seed)
 
@@ -159,14 +201,18 @@ def run_train(args: argparse.Namespace) -> dict:
     if label_key is not None:
         labels = adata.obs[label_key].to_numpy()
         metrics["label_key"] = label_key
-        metrics.update({f"leiden_{k}": v for k, v in clustering_scores(labels, adata.obs[cluster_key]).items()})
+        metrics.update(
+            {f"leiden_{k}": v for k, v in clustering_scores(labels, adata.obs[cluster_key]).items()}
+        )
         if args.model == "gmvae":
             scores = clustering_scores(labels, adata.obs["gmvae_cluster"])
             metrics.update({f"gmvae_{k}": v for k, v in scores.items()})
         # the standard pipeline on the same cells, so that the model's clusters have a yardstick
         baseline = pca_leiden(adata, args.layer, likelihood, args.resolution, args.seed)
         metrics["pca_leiden_n_clusters"] = int(baseline.nunique())
-        metrics.update({f"pca_leiden_{k}": v for k, v in clustering_scores(labels, baseline).items()})
+        metrics.update(
+            {f"pca_leiden_{k}": v for k, v in clustering_scores(labels, baseline).items()}
+        )
     if args.model == "gmvae":
         metrics["n_components"] = args.n_components
         metrics["init"] = args.init
@@ -201,7 +247,14 @@ def pca_leiden(adata, layer: str | None, likelihood: str, resolution: float, see
         sc.pp.log1p(work)
     sc.pp.pca(work, n_comps=int(min(50, work.n_obs - 1, work.n_vars - 1)), random_state=seed)
     sc.pp.neighbors(work, random_state=seed)
-    sc.tl.leiden(work, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
+    sc.tl.leiden(
+        work,
+        resolution=resolution,
+        random_state=seed,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+    )
     return work.obs["leiden"].set_axis(np.asarray(adata.obs_names))
 
 
@@ -221,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f'  {out / "adata.h5ad"}   (obsm["{latent}"]{extra}, obs["{args.model}_leiden"])')
     print(f"  {out / 'umap.png'}     (UMAP of the latent, coloured by labels and clusters)")
     print(f"  {out / 'metrics.json'} (ELBO, cluster ACC/NMI/ARI, PCA + Leiden on the same cells)")
-    print(f"  {out / 'model'}/       (the trained model: mixvi.model.{args.model.upper()}.load(...))")
+    print(
+        f"  {out / 'model'}/       (the trained model: mixvi.model.{args.model.upper()}.load(...))"
+    )
     return 0
 
 

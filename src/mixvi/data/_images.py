@@ -79,7 +79,9 @@ def images_to_anndata(
             if not np.issubdtype(labels.dtype, np.integer):
                 raise TypeError("class_names needs integer labels.")
             if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
-                raise ValueError(f"Labels must lie in [0, {len(class_names)}) to index class_names.")
+                raise ValueError(
+                    f"Labels must lie in [0, {len(class_names)}) to index class_names."
+                )
             values = pd.Categorical.from_codes(labels, categories=class_names)
         else:
             values = pd.Categorical(labels.astype(str) if labels.dtype.kind in "iu" else labels)

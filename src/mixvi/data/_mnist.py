@@ -204,7 +204,10 @@ class FetchedFiles:
 
 
 def fetch_files(
-    dataset: ImageDataset, split: Split = "all", path: str | os.PathLike | None = None, download: bool = True
+    dataset: ImageDataset,
+    split: Split = "all",
+    path: str | os.PathLike | None = None,
+    download: bool = True,
 ) -> FetchedFiles:
     """Find, download or unpack the files of ``dataset``, and say which of these it did.
 
@@ -250,13 +253,19 @@ def fetch_files(
     if download and path is None:
         target = settings.data_dir / dataset.subdir
         try:
-            return FetchedFiles(by_split({stem: _download(dataset, stem, target) for stem in stems}), "download", target)
+            return FetchedFiles(
+                by_split({stem: _download(dataset, stem, target) for stem in stems}),
+                "download",
+                target,
+            )
         except OSError as err:
             reasons = [f"download failed ({err})"]
         if dataset.debian_package is not None:
             try:
                 _from_debian(dataset, target)
-                return FetchedFiles(by_split({stem: target / f"{stem}.gz" for stem in stems}), "debian", target)
+                return FetchedFiles(
+                    by_split({stem: target / f"{stem}.gz" for stem in stems}), "debian", target
+                )
             except (OSError, subprocess.SubprocessError) as err:
                 reasons.append(f"Debian package {dataset.debian_package}: {err}")
     looked = "\n".join(f"  - {d}" for d in candidates)
@@ -269,7 +278,10 @@ def fetch_files(
 
 
 def locate_files(
-    dataset: ImageDataset, split: Split, path: str | os.PathLike | None = None, download: bool = True
+    dataset: ImageDataset,
+    split: Split,
+    path: str | os.PathLike | None = None,
+    download: bool = True,
 ) -> dict[str, tuple[Path, Path]]:
     """Find (or fetch) the image and label files of each requested split.
 
@@ -362,7 +374,9 @@ def _concat(parts: list[AnnData]) -> AnnData:
     import anndata as ad
 
     adata = ad.concat(parts, merge="same", uns_merge="same")
-    adata.obs["label"] = pd.Categorical(adata.obs["label"], categories=parts[0].obs["label"].cat.categories)
+    adata.obs["label"] = pd.Categorical(
+        adata.obs["label"], categories=parts[0].obs["label"].cat.categories
+    )
     return adata
 
 

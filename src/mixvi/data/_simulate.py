@@ -79,9 +79,15 @@ def simulate_counts(
     if n_types < 1 or n_conditions < 1 or n_cells < 1 or n_genes < 1:
         raise ValueError("n_cells, n_genes, n_types and n_conditions must all be >= 1.")
     rng = np.random.default_rng(seed)
-    p = np.full(n_types, 1.0 / n_types) if proportions is None else np.asarray(proportions, dtype=float)
+    p = (
+        np.full(n_types, 1.0 / n_types)
+        if proportions is None
+        else np.asarray(proportions, dtype=float)
+    )
     if p.shape != (n_types,) or (p < 0).any() or p.sum() <= 0:
-        raise ValueError(f"proportions must be {n_types} non-negative numbers, got {proportions!r}.")
+        raise ValueError(
+            f"proportions must be {n_types} non-negative numbers, got {proportions!r}."
+        )
     p = p / p.sum()
     types = rng.choice(n_types, size=n_cells, p=p)
     conditions = rng.integers(0, n_conditions, size=n_cells)
@@ -104,9 +110,12 @@ def simulate_counts(
 
     obs = pd.DataFrame(
         {
-            "cell_type": pd.Categorical([f"type_{t}" for t in types], categories=[f"type_{t}" for t in range(n_types)]),
+            "cell_type": pd.Categorical(
+                [f"type_{t}" for t in types], categories=[f"type_{t}" for t in range(n_types)]
+            ),
             "condition": pd.Categorical(
-                [f"condition_{c}" for c in conditions], categories=[f"condition_{c}" for c in range(n_conditions)]
+                [f"condition_{c}" for c in conditions],
+                categories=[f"condition_{c}" for c in range(n_conditions)],
             ),
         },
         index=[f"cell_{i}" for i in range(n_cells)],

@@ -36,7 +36,9 @@ def clustering_accuracy(labels: Sequence | np.ndarray, predicted: Sequence | np.
     labels = np.asarray(labels)
     predicted = np.asarray(predicted)
     if labels.shape != predicted.shape or labels.ndim != 1:
-        raise ValueError(f"labels and predicted must be 1-D of equal length; got {labels.shape} and {predicted.shape}.")
+        raise ValueError(
+            f"labels and predicted must be 1-D of equal length; got {labels.shape} and {predicted.shape}."
+        )
     if labels.size == 0:
         raise ValueError("labels is empty.")
     table = pd.crosstab(predicted, labels).to_numpy()
@@ -44,7 +46,9 @@ def clustering_accuracy(labels: Sequence | np.ndarray, predicted: Sequence | np.
     return float(table[rows, cols].sum() / labels.size)
 
 
-def clustering_scores(labels: Sequence | np.ndarray, predicted: Sequence | np.ndarray) -> dict[str, float]:
+def clustering_scores(
+    labels: Sequence | np.ndarray, predicted: Sequence | np.ndarray
+) -> dict[str, float]:
     """ACC (Hungarian), NMI and ARI of ``predicted`` against ``labels``.
 
     Parameters

@@ -8,4 +8,13 @@ from ._safe_load import CorruptModelFileError, UnsafeModelFileError
 from ._vae import VAE
 from ._validation import infer_likelihood
 
-__all__ = ["AE", "CVAE", "CorruptModelFileError", "GMVAE", "NonFiniteLossError", "UnsafeModelFileError", "VAE", "infer_likelihood"]
+__all__ = [
+    "AE",
+    "CVAE",
+    "CorruptModelFileError",
+    "GMVAE",
+    "NonFiniteLossError",
+    "UnsafeModelFileError",
+    "VAE",
+    "infer_likelihood",
+]

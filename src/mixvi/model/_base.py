@@ -27,6 +27,7 @@ from ._validation import validate_for_likelihood, validate_for_setup
 
 logger = logging.getLogger("mixvi")
 
+
 def register_anndata(
     cls: type[BaseModelClass],
     adata: AnnData,
@@ -230,9 +231,12 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             if guard.good_epoch > 0:
                 self.is_trained_ = True
             logger.warning(
-                "Training interrupted; the model holds the weights from the end of epoch %d.", guard.good_epoch
+                "Training interrupted; the model holds the weights from the end of epoch %d.",
+                guard.good_epoch,
             )
-            raise KeyboardInterrupt(f"training interrupted after {guard.good_epoch} complete epoch(s)") from None
+            raise KeyboardInterrupt(
+                f"training interrupted after {guard.good_epoch} complete epoch(s)"
+            ) from None
 
     def save(
         self,
@@ -266,7 +270,9 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         file_prefix = plain_name(prefix or "", "prefix")
         for name in ["model.pt"] + (["adata.h5ad"] if save_anndata else []):
             output_path(dir_path, file_prefix + name)
-        super().save(dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+        super().save(
+            dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs
+        )
 
     def _get_user_attributes(self):
         # What save() writes (and reference mapping copies): the history tables as plain
@@ -356,11 +362,17 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
 
     def _resolve_loader(self, loader: str, accelerator: str, devices, trainer_kwargs: dict) -> str:
         """``"device"`` or ``"anndata"`` for :meth:`train`'s ``loader`` argument (see :func:`choose_loader`)."""
-        return choose_loader(loader, self.adata, self.summary_stats.n_vars, accelerator, devices, trainer_kwargs)
+        return choose_loader(
+            loader, self.adata, self.summary_stats.n_vars, accelerator, devices, trainer_kwargs
+        )
 
-    def _make_data_loader(self, adata, indices=None, batch_size: int | None = None, *args, **kwargs):
+    def _make_data_loader(
+        self, adata, indices=None, batch_size: int | None = None, *args, **kwargs
+    ):
         # Inference needs no small minibatches: large ones amortise the per-batch overhead.
-        return super()._make_data_loader(adata, indices, batch_size or INFERENCE_BATCH_SIZE, *args, **kwargs)
+        return super()._make_data_loader(
+            adata, indices, batch_size or INFERENCE_BATCH_SIZE, *args, **kwargs
+        )
 
     def write_results(self, adata: AnnData | None = None, batch_size: int | None = None) -> AnnData:
         """Write the model's results into ``adata`` (default: the AnnData it was trained on).
@@ -381,7 +393,9 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         The AnnData that was written to.
         """
         target = self.adata if adata is None else adata
-        target.obsm[self._latent_key] = self.get_latent_representation(target, batch_size=batch_size)
+        target.obsm[self._latent_key] = self.get_latent_representation(
+            target, batch_size=batch_size
+        )
         return target
 
     @torch.inference_mode()
@@ -419,7 +433,9 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         for tensors in loader:
             inputs = self.module._get_inference_input(tensors)
             result = fn(inputs, self.module.inference(**inputs))
-            out.append(tuple(r.cpu() for r in result) if isinstance(result, tuple) else result.cpu())
+            out.append(
+                tuple(r.cpu() for r in result) if isinstance(result, tuple) else result.cpu()
+            )
         if out and isinstance(out[0], tuple):
             return tuple(torch.cat(parts).numpy() for parts in zip(*out, strict=True))
         return torch.cat(out).numpy()
@@ -438,7 +454,9 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             batch = inputs["batch_index"]
             if condition_code is not None:
                 batch = torch.full_like(batch, condition_code)
-            return self.module.generative(z, inference["library"], batch, inputs["cat_covs"])["px"].mean
+            return self.module.generative(z, inference["library"], batch, inputs["cat_covs"])[
+                "px"
+            ].mean
 
         return self._map_minibatches(decode, adata, indices, batch_size)
 
@@ -509,7 +527,9 @@ class ReferenceMappingMixin(ArchesMixin):
         *args, **kwargs
             Passed to scvi-tools.
         """
-        return ArchesMixin.prepare_query_anndata(adata, _checked_reference(reference_model), *args, **kwargs)
+        return ArchesMixin.prepare_query_anndata(
+            adata, _checked_reference(reference_model), *args, **kwargs
+        )
 
 
 def _checked_reference(reference_model):

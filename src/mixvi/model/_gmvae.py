@@ -217,10 +217,14 @@ class GMVAE(ReferenceMappingMixin, VAE):
                 self.module.pretraining = False
             self.pretraining_ = pretraining
             self.pretrain_history_ = self._history_since({})
-            start = self.init_mixture(method=init, gmm_restarts=gmm_restarts, umap_neighbors=umap_neighbors)
+            start = self.init_mixture(
+                method=init, gmm_restarts=gmm_restarts, umap_neighbors=umap_neighbors
+            )
             if anchor_epochs > 0:
                 # on the module's device: a host-side table would be copied over at every step
-                gamma = torch.as_tensor(start, dtype=torch.float32, device=self.module.prior_means.device)
+                gamma = torch.as_tensor(
+                    start, dtype=torch.float32, device=self.module.prior_means.device
+                )
                 self.module.anchor_log_gamma = torch.log(gamma.clamp_min(1e-8))
                 before = self._history_lengths()
                 try:
@@ -271,7 +275,10 @@ class GMVAE(ReferenceMappingMixin, VAE):
         scvi-tools appends every ``train()`` to the same tables, so a phase's history is a
         slice of them, copied so that later phases leave it alone.
         """
-        return {key: table.iloc[before.get(key, 0) :].copy() for key, table in (self.history_ or {}).items()}
+        return {
+            key: table.iloc[before.get(key, 0) :].copy()
+            for key, table in (self.history_ or {}).items()
+        }
 
     def init_mixture(
         self,
@@ -317,7 +324,12 @@ class GMVAE(ReferenceMappingMixin, VAE):
             posterior_variance = getattr(self, "pretraining_", "ae") == "vae"
         z, z_var = self.get_latent_representation(return_dist=True)
         start = mixture_start(
-            z, self.module.n_components, method, gmm_restarts, umap_neighbors, seed,
+            z,
+            self.module.n_components,
+            method,
+            gmm_restarts,
+            umap_neighbors,
+            seed,
             z_var=z_var if posterior_variance else None,
         )
         logger.info("%s start: log-likelihood per cell %.3f", method, start.log_likelihood)
@@ -372,7 +384,9 @@ class GMVAE(ReferenceMappingMixin, VAE):
         from .._settings import settings
 
         if not 0 < train_size < 1:
-            raise ValueError(f"train_size must be in (0, 1) so that cells are held out, got {train_size}.")
+            raise ValueError(
+                f"train_size must be in (0, 1) so that cells are held out, got {train_size}."
+            )
         rows = []
         for k in n_components:
             settings.seed = seed  # the same split and start for every K
@@ -462,7 +476,10 @@ class GMVAE(ReferenceMappingMixin, VAE):
         target = self.adata if adata is None else adata
         with torch.inference_mode():  # one encoder pass gives both the latent and q(c|x)
             latent, probs = self._map_minibatches(
-                lambda _, out: (out["qz"].loc, self.module.responsibilities(out["qz"].loc)), target, None, batch_size
+                lambda _, out: (out["qz"].loc, self.module.responsibilities(out["qz"].loc)),
+                target,
+                None,
+                batch_size,
             )
         target.obsm[self._latent_key] = latent
         target.obsm[self._probabilities_key] = probs
@@ -480,7 +497,9 @@ class GMVAE(ReferenceMappingMixin, VAE):
             )
         else:
             if not 0 <= component < self.module.n_components:
-                raise ValueError(f"component must be in [0, {self.module.n_components}), got {component}.")
+                raise ValueError(
+                    f"component must be in [0, {self.module.n_components}), got {component}."
+                )
             comps = torch.full((n,), component, dtype=torch.long)
         means = self.module.prior_means.detach().cpu()[comps]
         std = torch.exp(0.5 * self.module.prior_log_var.detach().cpu())[comps]
@@ -556,7 +575,11 @@ def mixture_start(
     _check_init("method", method, umap_neighbors)
     if method == "gmm":
         gmm = GaussianMixture(
-            n_components, covariance_type="diag", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
+            n_components,
+            covariance_type="diag",
+            n_init=gmm_restarts,
+            reg_covar=1e-4,
+            random_state=seed,
         ).fit(z)
         resp = gmm.predict_proba(z)
         start = MixtureStart(gmm.weights_, gmm.means_, gmm.covariances_, resp, gmm.score(z))
@@ -569,7 +592,9 @@ def mixture_start(
     mass = resp.sum(axis=0) + 1e-10
     means = resp.T @ z / mass[:, None]
     variances = resp.T @ z**2 / mass[:, None] - means**2
-    start = MixtureStart(mass / mass.sum(), means, np.maximum(variances, 0) + 1e-4, resp, gmm.score(embedding))
+    start = MixtureStart(
+        mass / mass.sum(), means, np.maximum(variances, 0) + 1e-4, resp, gmm.score(embedding)
+    )
     return _with_posterior_variance(start, z_var)
 
 

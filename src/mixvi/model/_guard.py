@@ -13,7 +13,9 @@ class NonFiniteLossError(FloatingPointError):
 
     def __init__(self, value: float, epoch: int, step: int, hint: str = "") -> None:
         self.value, self.epoch, self.step = value, epoch, step
-        super().__init__(f"The training loss became {value} in epoch {epoch} (step {step}). {hint}".strip())
+        super().__init__(
+            f"The training loss became {value} in epoch {epoch} (step {step}). {hint}".strip()
+        )
 
 
 class TrainingGuard(Callback):

@@ -53,7 +53,9 @@ class DeviceBatches:
     device once, and sliced there.
     """
 
-    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int | None, shuffle: bool) -> None:
+    def __init__(
+        self, tensors: dict[str, torch.Tensor], batch_size: int | None, shuffle: bool
+    ) -> None:
         self.tensors = tensors
         self.n_obs = len(next(iter(tensors.values())))
         self.batch_size = batch_size or self.n_obs  # None: the whole set in one batch
@@ -124,14 +126,20 @@ def choose_loader(
     if loader != "auto":
         return loader
     strategy = str(trainer_kwargs.get("strategy", ""))
-    if "ddp" in strategy or (isinstance(devices, int) and devices > 1) or isinstance(devices, list | tuple):
+    if (
+        "ddp" in strategy
+        or (isinstance(devices, int) and devices > 1)
+        or isinstance(devices, list | tuple)
+    ):
         reason = "training runs in several processes"
     elif adata.isbacked:
         reason = "the AnnData is backed (on disk)"
     else:
         from scvi.model._utils import parse_device_args
 
-        _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
+        _, _, device = parse_device_args(
+            accelerator=accelerator, devices=devices, return_device="torch"
+        )
         dense_bytes = 4 * adata.n_obs * n_vars
         free = free_memory(device)
         if dense_bytes <= free / 4:
@@ -140,6 +148,7 @@ def choose_loader(
             f"the dense data ({dense_bytes / 2**30:.1f} GiB) would take more than a quarter of the "
             f"{free / 2**30:.1f} GiB free on {device}"
         )
-    logger.info("loader='auto': minibatches stream from the AnnData (loader='anndata'), since %s.", reason)
+    logger.info(
+        "loader='auto': minibatches stream from the AnnData (loader='anndata'), since %s.", reason
+    )
     return "anndata"
-

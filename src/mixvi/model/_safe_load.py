@@ -34,7 +34,22 @@ _TABLE = "__mixvi_table__"
 
 _ALLOWED = {
     "collections": {"OrderedDict", "defaultdict"},
-    "builtins": {"dict", "list", "tuple", "set", "frozenset", "slice", "bytes", "bytearray", "int", "float", "complex", "bool", "str", "object"},
+    "builtins": {
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "slice",
+        "bytes",
+        "bytearray",
+        "int",
+        "float",
+        "complex",
+        "bool",
+        "str",
+        "object",
+    },
     "_codecs": {"encode"},  # how protocol-2 pickles spell bytes
     "torch._utils": {"_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state"},
     "torch": {"Size", "device", "float32", "float64", "int64", "int32", "bool"},
@@ -42,10 +57,31 @@ _ALLOWED = {
     "numpy._core.multiarray": {"_reconstruct", "scalar"},
     "numpy.core.multiarray": {"_reconstruct", "scalar"},
     "numpy.dtypes": {
-        f"{kind}DType" for kind in (
-            "Bool", "Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Long", "ULong",
-            "LongLong", "ULongLong", "Float16", "Float32", "Float64", "LongDouble", "Complex64", "Complex128",
-            "Object", "Str", "Bytes", "Void",
+        f"{kind}DType"
+        for kind in (
+            "Bool",
+            "Int8",
+            "UInt8",
+            "Int16",
+            "UInt16",
+            "Int32",
+            "UInt32",
+            "Int64",
+            "UInt64",
+            "Long",
+            "ULong",
+            "LongLong",
+            "ULongLong",
+            "Float16",
+            "Float32",
+            "Float64",
+            "LongDouble",
+            "Complex64",
+            "Complex128",
+            "Object",
+            "Str",
+            "Bytes",
+            "Void",
         )
     },
     # files of mixvi 0.1 (pandas 2), which pickled the history tables themselves
@@ -148,10 +184,14 @@ def check_model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> 
     """
     path = model_file(dir_path, prefix)
     if not os.path.isfile(path):
-        raise CorruptModelFileError(f"No saved model at {path!r} (expected the file written by model.save).")
+        raise CorruptModelFileError(
+            f"No saved model at {path!r} (expected the file written by model.save)."
+        )
     try:
         # the restricted unpickler, not full pickle: weights_only=False only lets torch accept it
-        saved = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
+        saved = torch.load(
+            path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle
+        )
     except UnsafeModelFileError as error:
         raise UnsafeModelFileError(
             f"Refusing to load {path!r}: {error}, which a saved mixvi model never contains, "
@@ -159,7 +199,11 @@ def check_model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> 
         ) from None
     except (zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
         raise CorruptModelFileError(f"{path!r} is not a complete model file ({error}).") from None
-    missing = {"model_state_dict", "var_names", "attr_dict"} - set(saved if isinstance(saved, dict) else ())
+    missing = {"model_state_dict", "var_names", "attr_dict"} - set(
+        saved if isinstance(saved, dict) else ()
+    )
     if missing:
-        raise CorruptModelFileError(f"{path!r} lacks {sorted(missing)}; it is not a saved mixvi model.")
+        raise CorruptModelFileError(
+            f"{path!r} lacks {sorted(missing)}; it is not a saved mixvi model."
+        )
     return saved

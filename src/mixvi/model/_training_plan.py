@@ -84,7 +84,9 @@ class MixviTrainingPlan(TrainingPlan):
     def automatic_optimization(self) -> bool:
         """Whether Lightning runs the optimiser (only for gradient clipping or accumulation)."""
         trainer = self._trainer
-        return trainer is not None and (bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1)
+        return trainer is not None and (
+            bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1
+        )
 
     def on_fit_start(self) -> None:
         """Put the module in training mode.
@@ -116,7 +118,12 @@ class MixviTrainingPlan(TrainingPlan):
             self.loss_kwargs["kl_weight"] = self.kl_weight
         _, _, out = self.forward(batch, loss_kwargs=self.loss_kwargs)
         terms = torch.stack(
-            [out.loss * out.n_obs_minibatch, out.reconstruction_loss_sum, out.kl_local_sum, out.kl_global_sum]
+            [
+                out.loss * out.n_obs_minibatch,
+                out.reconstruction_loss_sum,
+                out.kl_local_sum,
+                out.kl_global_sum,
+            ]
         ).detach()
         self._sums = terms if self._sums is None else self._sums + terms
         self._n_obs += out.n_obs_minibatch
@@ -146,7 +153,9 @@ class MixviTrainingPlan(TrainingPlan):
         )
         # Lightning computes the metric objects (summing their states across processes
         # under DDP), logs them and resets them.
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
+        self.log_dict(
+            self.train_metrics, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist
+        )
         if "kl_weight" in self.loss_kwargs:
             self.log("kl_weight", float(self.kl_weight), on_step=False, on_epoch=True)
         self._reset_sums()
@@ -170,7 +179,9 @@ class MixviTrainingPlan(TrainingPlan):
         if self.lr_schedule == "cosine":
             # per step rather than per epoch, so that a run of a few long epochs decays smoothly
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                config["optimizer"], T_max=max(1, int(self.trainer.estimated_stepping_batches)), eta_min=self.lr_min
+                config["optimizer"],
+                T_max=max(1, int(self.trainer.estimated_stepping_batches)),
+                eta_min=self.lr_min,
             )
             config["lr_scheduler"] = {"scheduler": scheduler, "interval": "step"}
         if "lr_scheduler" in config and not self.automatic_optimization:
@@ -186,7 +197,11 @@ class MixviTrainingPlan(TrainingPlan):
                 p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params
             )
             return optimizer_cls(
-                params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=fused or None
+                params,
+                lr=self.lr,
+                eps=self.eps,
+                weight_decay=self.weight_decay,
+                fused=fused or None,
             )
 
         return create

@@ -32,7 +32,11 @@ class VariationalModel(VAEMixin, MixviModel):
             raise ValueError(f"This {type(self).__name__} was set up without a condition_key.")
         if condition_key is not None:
             if condition is None:
-                known = list(self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping)
+                known = list(
+                    self.adata_manager.get_state_registry(
+                        REGISTRY_KEYS.BATCH_KEY
+                    ).categorical_mapping
+                )
                 raise ValueError(f"Pass condition=, one of {known} (column {condition_key!r}).")
             batch.fill_(self._category_code(REGISTRY_KEYS.BATCH_KEY, condition, "condition"))
         cat_covs = None
@@ -41,7 +45,9 @@ class VariationalModel(VAEMixin, MixviModel):
             covariates = dict(covariates or {})
             unknown = set(covariates) - set(state.field_keys)
             if unknown:
-                raise KeyError(f"Unknown covariate(s) {sorted(unknown)}; known: {list(state.field_keys)}.")
+                raise KeyError(
+                    f"Unknown covariate(s) {sorted(unknown)}; known: {list(state.field_keys)}."
+                )
             codes = []
             for key in state.field_keys:
                 cats = list(state.mappings[key])

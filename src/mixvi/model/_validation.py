@@ -22,9 +22,7 @@ def get_matrix(adata: AnnData, layer: str | None):
             raise ValueError("adata.X is empty (None); pass `layer=` to use one of adata.layers.")
         return adata.X
     if layer not in adata.layers:
-        raise KeyError(
-            f"Layer {layer!r} is not in adata.layers (available: {layer_names(adata)})."
-        )
+        raise KeyError(f"Layer {layer!r} is not in adata.layers (available: {layer_names(adata)}).")
     return adata.layers[layer]
 
 
@@ -63,7 +61,9 @@ def check_finite(adata: AnnData, layer: str | None) -> None:
     matrix = get_matrix(adata, layer)
     n_bad = 0
     for values in _chunks(matrix):
-        if np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.complexfloating):
+        if np.issubdtype(values.dtype, np.floating) or np.issubdtype(
+            values.dtype, np.complexfloating
+        ):
             n_bad += int((~np.isfinite(values)).sum())
     if n_bad:
         raise ValueError(

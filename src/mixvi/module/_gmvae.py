@@ -150,8 +150,12 @@ class GMVAEModule(VAEModule):
         z = inference_outputs["z"]
         if self.anchor_log_gamma is not None:
             if tensors is None or REGISTRY_KEYS.INDICES_KEY not in tensors:
-                raise RuntimeError("anchor_log_gamma needs row indices in the minibatch (set up with row_index).")
-            rows = tensors[REGISTRY_KEYS.INDICES_KEY].long().ravel().to(self.anchor_log_gamma.device)
+                raise RuntimeError(
+                    "anchor_log_gamma needs row indices in the minibatch (set up with row_index)."
+                )
+            rows = (
+                tensors[REGISTRY_KEYS.INDICES_KEY].long().ravel().to(self.anchor_log_gamma.device)
+            )
             log_gamma = self.anchor_log_gamma[rows].to(qz.loc.device)
         else:
             log_gamma = torch.log_softmax(self.log_weights() + self.log_pz_given_c(z), dim=-1)
@@ -162,7 +166,10 @@ class GMVAEModule(VAEModule):
         q_var = qz.scale.unsqueeze(-2) ** 2
         p_var = torch.exp(self.prior_log_var)  # (K, d)
         kl_components = 0.5 * (
-            self.prior_log_var - torch.log(q_var) + (q_var + (q_mean - self.prior_means) ** 2) / p_var - 1
+            self.prior_log_var
+            - torch.log(q_var)
+            + (q_var + (q_mean - self.prior_means) ** 2) / p_var
+            - 1
         ).sum(-1)  # (n, K)
         kl_z = (gamma * kl_components).sum(-1)
         kl_c = (gamma * (log_gamma - self.log_weights())).sum(-1)

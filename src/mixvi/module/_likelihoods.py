@@ -31,7 +31,9 @@ _RATE_EPS = 1e-8
 def check_likelihood(likelihood: str) -> str:
     """Return ``likelihood`` if mixvi knows it, else raise a ``ValueError`` listing the choices."""
     if likelihood not in LIKELIHOODS:
-        raise ValueError(f"Unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}.")
+        raise ValueError(
+            f"Unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}."
+        )
     return likelihood
 
 

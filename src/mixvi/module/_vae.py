@@ -67,7 +67,11 @@ class VAEModule(AutoencoderBase):
         z
             Latent points, shape ``(..., n_latent)``.
         """
-        return Normal(torch.zeros_like(z), torch.ones_like(z), validate_args=False).log_prob(z).sum(dim=-1)
+        return (
+            Normal(torch.zeros_like(z), torch.ones_like(z), validate_args=False)
+            .log_prob(z)
+            .sum(dim=-1)
+        )
 
     def kl_local(self, inference_outputs: dict, tensors: dict | None = None) -> torch.Tensor:
         """KL(q(z|x) || p(z)) per cell, in closed form (``tensors``: the minibatch, unused here).
@@ -123,8 +127,6 @@ class VAEModule(AutoencoderBase):
             remaining -= k
             z = qz.sample((k,))
             px = self.generative(z, library, inputs["batch_index"], inputs["cat_covs"])["px"]
-            log_w.append(
-                px.log_prob(x).sum(-1) + self.log_prior(z) - qz.log_prob(z).sum(-1)
-            )
+            log_w.append(px.log_prob(x).sum(-1) + self.log_prior(z) - qz.log_prob(z).sum(-1))
         ll = torch.logsumexp(torch.cat(log_w, dim=0), dim=0) - math.log(n_mc_samples)
         return ll.mean().item() if return_mean else ll.cpu()

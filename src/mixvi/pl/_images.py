@@ -169,8 +169,14 @@ def reconstructions(
     original = _as_rows(adata.X[indices])
     recon = model.reconstruct(adata, indices=indices)
     return _grid(
-        [original, recon], ["original", "reconstruction"], shape, len(indices), cmap,
-        f"{type(model).__name__} reconstructions", 1.0, save,
+        [original, recon],
+        ["original", "reconstruction"],
+        shape,
+        len(indices),
+        cmap,
+        f"{type(model).__name__} reconstructions",
+        1.0,
+        save,
     )
 
 
@@ -249,6 +255,11 @@ def cluster_examples(
         Path to save the figure to.
     """
     return images(
-        adata, groupby=cluster_key, ncols=n_per_cluster, cmap=cmap, seed=seed,
-        title=f"members of each {cluster_key}", save=save,
+        adata,
+        groupby=cluster_key,
+        ncols=n_per_cluster,
+        cmap=cmap,
+        seed=seed,
+        title=f"members of each {cluster_key}",
+        save=save,
     )
