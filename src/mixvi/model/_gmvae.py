@@ -210,13 +210,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         common = {"lr": lr, "batch_size": batch_size, **kwargs}
         anchored = 0  # the anchored epochs count towards max_epochs only when they run
         if pretrain_epochs > 0 and not self.is_trained_:
-            self.module.pretraining = pretraining
-            try:
-                super().train(max_epochs=pretrain_epochs, **common)
-            finally:
-                self.module.pretraining = False
-            self.pretraining_ = pretraining
-            self.pretrain_history_ = self._history_since({})
+            self._pretrain(pretrain_epochs, pretraining, common)
             start = self.init_mixture(
                 method=init, gmm_restarts=gmm_restarts, umap_neighbors=umap_neighbors
             )
@@ -237,6 +231,16 @@ class GMVAE(ReferenceMappingMixin, VAE):
         if remaining <= 0:
             return None
         return super().train(max_epochs=remaining, kl_warmup_epochs=kl_warmup_epochs, **common)
+
+    def _pretrain(self, epochs: int, mode: str, common: Mapping) -> None:
+        """The pretraining phase alone: an AE or a VAE, as ``mode`` says."""
+        self.module.pretraining = mode
+        try:
+            super().train(max_epochs=epochs, **common)
+        finally:
+            self.module.pretraining = False
+        self.pretraining_ = mode
+        self.pretrain_history_ = self._history_since({})
 
     def _warn_small_conditions(self, n_components: int) -> None:
         """Warn when a condition has fewer cells than components: it cannot hold every cluster."""
@@ -346,63 +350,114 @@ class GMVAE(ReferenceMappingMixin, VAE):
         collapse_threshold: float = 0.01,
         model_kwargs: Mapping | None = None,
         train_kwargs: Mapping | None = None,
+        fit_models: bool = True,
+        selection_epochs: int | None = None,
+        n_draws: int = 10,
     ) -> pd.DataFrame:
-        """Choose K: train one GMVAE per value of ``n_components`` and compare held-out ELBOs.
+        """Choose K: the BIC of the aggregate posterior, next to one GMVAE per K.
 
-        Every model is trained on the same random ``train_size`` fraction of the cells (the
-        split is fixed by ``seed``); the ELBO on the remaining cells estimates how well each K
-        generalises, so that larger K is not rewarded just for fitting more. Components whose
-        weight π_k fell below ``collapse_threshold`` are listed: several of them mean that K
-        is larger than the data support.
+        **The choice** (column ``chosen``): one VAE is pretrained on all cells (the GMVAE's
+        pretraining with ``pretraining="vae"``); ``n_draws`` draws z ~ q(z|x) per cell
+        represent the aggregate posterior q(z), which the mixture prior has to match; a
+        diagonal Gaussian mixture is fitted to them for each candidate K, and the K with the
+        lowest BIC is chosen (see :func:`~mixvi.model._n_components.aggregate_posterior_bic`).
+        BIC trades the fit against the number of parameters, counting cells, not draws.
+        No labels are used. Fitting the posterior means alone ignores each cell's posterior
+        spread and keeps splitting clusters; the held-out ELBO barely moves with K, because
+        the decoder makes up for a coarse prior, so neither can choose.
+
+        **The models** (``fit_models=True``): every K also gets a GMVAE trained on the same
+        random ``train_size`` fraction of the cells, whose held-out ELBO and collapsed
+        components (weight below ``collapse_threshold``) are reported.
 
         Parameters
         ----------
         adata
             AnnData already registered with :meth:`setup_anndata`.
         n_components
-            The values of K to compare.
+            The candidate values of K: distinct integers between 1 and the number of cells.
         train_size
-            Fraction of cells used for training; the rest is held out.
+            Fraction of cells used for training the per-K models; the rest is held out.
         seed
-            Seed of the split and of the training (``mixvi.settings.seed``).
+            Seed of the pretraining, the draws, the split and the training.
         collapse_threshold
             Weight below which a component counts as collapsed.
         model_kwargs, train_kwargs
-            Passed to the constructor and to :meth:`train`.
+            Passed to the constructor and to :meth:`train` (the per-K models).
+        fit_models
+            Also train one GMVAE per K (the held-out ELBO columns); ``False`` gives the
+            choice alone, at the cost of one pretraining.
+        selection_epochs
+            Epochs of the VAE pretraining behind the choice; by default
+            ``train_kwargs["pretrain_epochs"]``, else half of scvi-tools' epoch heuristic.
+        n_draws
+            Draws of z per cell from q(z|x).
 
         Returns
         -------
-        One row per K, with ``heldout_elbo`` (mean per cell; higher is better),
-        ``train_elbo``, ``n_collapsed`` and ``collapsed`` (the component indices).
+        One row per K with ``bic`` (per cell, lower is better), ``chosen`` (exactly one
+        ``True``) and, with ``fit_models``, ``heldout_elbo`` (mean per cell; higher is
+        better), ``train_elbo``, ``n_collapsed`` and ``collapsed`` (component indices).
+
+        Raises
+        ------
+        ValueError
+            Before any training, for an empty candidate list, a K below 1 or above the number
+            of cells, or a K given twice.
 
         Examples
         --------
         >>> mixvi.model.GMVAE.setup_anndata(adata)
-        >>> table = mixvi.model.GMVAE.compare_n_components(adata, [5, 10, 15], train_kwargs={"max_epochs": 50})
-        >>> best_k = int(table["heldout_elbo"].idxmax())
+        >>> table = mixvi.model.GMVAE.compare_n_components(adata, range(2, 16), fit_models=False)
+        >>> best_k = int(table.index[table["chosen"]][0])
         """
-        from .._settings import settings
+        from scvi.model._utils import get_max_epochs_heuristic
 
-        if not 0 < train_size < 1:
+        from .._settings import settings
+        from ._n_components import aggregate_posterior_bic, check_candidates
+
+        ks = check_candidates(n_components, adata.n_obs)
+        if fit_models and not 0 < train_size < 1:
             raise ValueError(
                 f"train_size must be in (0, 1) so that cells are held out, got {train_size}."
             )
+        train_kwargs = dict(train_kwargs or {})
+        model_kwargs = dict(model_kwargs or {})
+        if selection_epochs is None:
+            selection_epochs = train_kwargs.get("pretrain_epochs") or max(
+                1, get_max_epochs_heuristic(adata.n_obs) // 2
+            )
+        settings.seed = seed
+        selector = cls(adata, n_components=min(ks), **model_kwargs)
+        # the per-K models' trainer settings apply to the pretraining too, not their phases' lengths
+        phases = ("max_epochs", "pretrain_epochs", "anchor_epochs", "kl_warmup_epochs", "train_size")
+        common = {
+            key: value
+            for key, value in train_kwargs.items()
+            if key not in phases and key not in ("init", "gmm_restarts", "umap_neighbors", "pretraining")
+        }
+        common["plan_kwargs"] = {"eps": 1e-8, **(train_kwargs.get("plan_kwargs") or {})}
+        selector._pretrain(selection_epochs, "vae", common)
+        mean, var = selector.get_latent_representation(return_dist=True)
+        table = aggregate_posterior_bic(mean, var, ks, n_draws=n_draws, seed=seed)
+        if not fit_models:
+            return table
         rows = []
-        for k in n_components:
+        for k in ks:
             settings.seed = seed  # the same split and start for every K
-            model = cls(adata, n_components=int(k), **dict(model_kwargs or {}))
-            model.train(train_size=train_size, **dict(train_kwargs or {}))
+            model = cls(adata, n_components=k, **model_kwargs)
+            model.train(train_size=train_size, **train_kwargs)
             collapsed = model.collapsed_components(collapse_threshold)
             rows.append(
                 {
-                    "n_components": int(k),
+                    "n_components": k,
                     "heldout_elbo": float(model.get_elbo(indices=model.validation_indices)),
                     "train_elbo": float(model.get_elbo(indices=model.train_indices)),
                     "n_collapsed": len(collapsed),
                     "collapsed": collapsed,
                 }
             )
-        return pd.DataFrame(rows).set_index("n_components")
+        return table.join(pd.DataFrame(rows).set_index("n_components"))
 
     @torch.inference_mode()
     def get_cluster_probabilities(
