@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, s
 import mixvi
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality import RESULTS, _commit, _machine, leiden_k
+from quality import RESULTS, command_line, leiden_k, run_meta
 
 METHODS = ("gmvae", "cvae_kmeans", "cvae_leiden", "scvi_leiden", "pca_leiden")
 PROPORTIONS = [35, 25, 20, 12, 8]
@@ -194,20 +193,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="conditional")
     args = parser.parse_args(argv)
-    command = "python " + " ".join(
-        shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
-    )
+    command = command_line(argv)
     sc.settings.verbosity = 0
     start = time.perf_counter()
     adata = simulate(args.smoke)
-    meta = {
-        "command": command,
-        "commit": _commit(),
-        "machine": _machine(),
-        "seeds": args.seeds,
-        "smoke": args.smoke,
-        "data": f"simulate_counts: {adata.n_obs} cells × {adata.n_vars} genes, {adata.uns['simulation']}",
-    }
+    meta = run_meta(command, args.seeds, args.smoke)
+    meta["data"] = (
+        f"simulate_counts: {adata.n_obs} cells × {adata.n_vars} genes, {adata.uns['simulation']}"
+    )
     per_seed = {}
     stem = args.out / (f"{args.name}_smoke" if args.smoke else args.name)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -298,9 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="JSON results of runs over other seeds (e.g. side by side): write one table of them all",
     )
     args = parser.parse_args(argv)
-    command = "python " + " ".join(
-        shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
-    )
+    command = command_line(argv)
     if args.merge:
         summary, text = merge(args.merge, args.out / args.name, command)
         print(text)
@@ -308,13 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     sc.settings.verbosity = 0
     start = time.perf_counter()
-    meta = {
-        "command": command,
-        "commit": _commit(),
-        "machine": _machine(),
-        "seeds": args.seeds,
-        "smoke": args.smoke,
-    }
+    meta = run_meta(command, args.seeds, args.smoke)
     results: dict = {}
     stem = f"{args.name}_smoke" if args.smoke else args.name
     args.out.mkdir(parents=True, exist_ok=True)
@@ -372,6 +364,23 @@ def _write(stem: Path, results: dict, meta: dict) -> tuple[dict, str]:
         json.dumps({"meta": meta, "summary": summary, "per_seed": results}, indent=1)
     )
     return summary, text
+
+
+def command_line(argv: list[str] | None) -> str:
+    """How the script was called, to record with its results."""
+    args = [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
+    return "python " + " ".join(shlex.quote(a) for a in args)
+
+
+def run_meta(command: str, seeds: list[int], smoke: bool) -> dict:
+    """What a results file records about its run: command, commit, machine, seeds."""
+    return {
+        "command": command,
+        "commit": _commit(),
+        "machine": _machine(),
+        "seeds": seeds,
+        "smoke": smoke,
+    }
 
 
 def _commit() -> str:
