@@ -28,8 +28,8 @@ def test_vae_latent_feeds_scanpy(pbmc):
 
 
 def test_scanpy_neighbors_with_its_defaults_on_more_than_10000_cells_of_a_latent():
-    # above 10,000 cells scanpy's default kNN is pynndescent's, whose graph broke scanpy 1.11
-    # under scipy 1.17 (csr_array has no getnnz); the install must never pair those two
+    # above 10,000 cells scanpy's default kNN is pynndescent's; pynndescent 0.7's csr_array
+    # graph (no getnnz) breaks scanpy 1.11 and 1.12 alike, so the install must never get it
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=4.0, size=(3, 20))
     x = (centres[rng.integers(0, 3, 12_000)] + rng.normal(size=(12_000, 20))).astype(np.float32)
