@@ -21,9 +21,9 @@ def _load(name: str):
 def test_quality_benchmark_smoke(tmp_path):
     quality = _load("quality")
     summary = quality.main(["--smoke", "--seeds", "0", "1", "--out", str(tmp_path)])
-    assert set(summary) == {"fashion_mnist", "mnist5k", "pbmc"}
-    for methods in summary.values():
-        assert set(methods) == set(quality.METHODS)
+    assert set(summary) == {"fashion_mnist", "mnist5k", "pbmc", "conditional"}
+    for name, methods in summary.items():
+        assert set(methods) == set(quality.dataset_methods(name))
         for scores in methods.values():
             assert scores["n_seeds"] == 2
             assert all(0 <= scores[k][0] <= 1 for k in ("acc", "nmi"))
@@ -34,6 +34,14 @@ def test_quality_benchmark_smoke(tmp_path):
     assert np.isfinite(saved["per_seed"]["pbmc"]["0"]["gmvae"]["elbo"])
     table = (tmp_path / "quality_smoke.md").read_text()
     assert "| mnist5k | gmvae |" in table and "n/a (smoke)" in table
+    # the conditional counts: scVI among the baselines, and the clusters scored against the condition
+    assert "| conditional | scvi_leiden |" in table and "| conditional | cvae_leiden |" in table
+    for scores in summary["conditional"].values():
+        assert 0 <= scores["condition_nmi"][0] <= 1 and -1 <= scores["condition_ari"][0] <= 1
+    assert "condition ARI" in table and "condition_ari" not in summary["pbmc"]["gmvae"]
+    # every dataset's headline score is set against its best baseline in the same table
+    assert "- pbmc: GMVAE mean ARI" in table and "- mnist5k: GMVAE mean ACC" in table
+    assert "- conditional: GMVAE mean ARI" in table and "best baseline" in table
 
 
 def test_quality_runs_over_other_seeds_merge_into_the_table_of_one_run(tmp_path):
@@ -52,8 +60,30 @@ def test_quality_runs_over_other_seeds_merge_into_the_table_of_one_run(tmp_path)
     saved = json.loads((tmp_path / "merged.json").read_text())
     assert saved["meta"]["seeds"] == [0, 1] and len(saved["meta"]["merged"]) == 2
     assert "--name a" in saved["meta"]["command"] and "--name b" in saved["meta"]["command"]
-    with pytest.raises(ValueError, match="seed 0 is in more than one"):
+    with pytest.raises(ValueError, match="seed 0 kmeans_pca50 is in more than one"):
         quality.main(["--merge", parts[0], parts[0], "--out", str(tmp_path), "--name", "twice"])
+
+
+def test_quality_merge_takes_named_methods_from_each_run_and_says_where_they_came_from(tmp_path):
+    quality = _load("quality")
+    common = ["--smoke", "--datasets", "pbmc", "--seeds", "0", "--out", str(tmp_path)]
+    quality.main([*common, "--methods", "kmeans_pca50", "pca_leiden", "--name", "a"])
+    quality.main([*common, "--methods", "pca_leiden", "--name", "b"])
+    a, b = str(tmp_path / "a_smoke.json"), str(tmp_path / "b_smoke.json")
+    # both runs hold pca_leiden for seed 0: taking it from b only resolves the clash
+    merged = quality.main(
+        ["--merge", f"{a}:kmeans_pca50", b, "--out", str(tmp_path), "--name", "mixed"]
+    )
+    assert set(merged["pbmc"]) == {"kmeans_pca50", "pca_leiden"}
+    saved = json.loads((tmp_path / "mixed.json").read_text())
+    rows = {src["file"]: src["rows"] for src in saved["meta"]["sources"]}
+    assert rows == {
+        "a_smoke.json": {"pbmc": ["kmeans_pca50"]},
+        "b_smoke.json": {"pbmc": ["pca_leiden"]},
+    }
+    assert "from `a_smoke.json`" in (tmp_path / "mixed.md").read_text()
+    with pytest.raises(ValueError, match="pbmc seed 0 pca_leiden is in more than one"):
+        quality.main(["--merge", a, b, "--out", str(tmp_path), "--name", "clash"])
 
 
 def test_speed_benchmark_smoke(tmp_path):

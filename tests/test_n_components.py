@@ -42,11 +42,14 @@ def test_bic_on_means_alone_would_split_but_on_draws_it_does_not():
     # two well separated clusters, each spread more by posterior noise than by its means
     rng = np.random.default_rng(0)
     centre = np.repeat([[-4.0, 0.0], [4.0, 0.0]], 300, axis=0)
-    mean = centre + rng.uniform(-1, 1, centre.shape)  # uniform, not Gaussian: means alone need more components
+    # uniform, not Gaussian: the means alone need more components
+    mean = centre + rng.uniform(-1, 1, centre.shape)
     var = np.full_like(mean, 1.0)
     table = aggregate_posterior_bic(mean, var, [1, 2, 3, 4, 6], seed=0)
     assert _chosen(table) == 2
-    means_only = aggregate_posterior_bic(mean, np.zeros_like(var), [1, 2, 3, 4, 6], n_draws=1, seed=0)
+    means_only = aggregate_posterior_bic(
+        mean, np.zeros_like(var), [1, 2, 3, 4, 6], n_draws=1, seed=0
+    )
     assert _chosen(means_only) > 2
 
 

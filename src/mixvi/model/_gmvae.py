@@ -430,11 +430,18 @@ class GMVAE(ReferenceMappingMixin, VAE):
         settings.seed = seed
         selector = cls(adata, n_components=min(ks), **model_kwargs)
         # the per-K models' trainer settings apply to the pretraining too, not their phases' lengths
-        phases = ("max_epochs", "pretrain_epochs", "anchor_epochs", "kl_warmup_epochs", "train_size")
+        phases = (
+            "max_epochs",
+            "pretrain_epochs",
+            "anchor_epochs",
+            "kl_warmup_epochs",
+            "train_size",
+        )
         common = {
             key: value
             for key, value in train_kwargs.items()
-            if key not in phases and key not in ("init", "gmm_restarts", "umap_neighbors", "pretraining")
+            if key not in phases
+            and key not in ("init", "gmm_restarts", "umap_neighbors", "pretraining")
         }
         common["plan_kwargs"] = {"eps": 1e-8, **(train_kwargs.get("plan_kwargs") or {})}
         selector._pretrain(selection_epochs, "vae", common)
