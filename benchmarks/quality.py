@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--merge",
         nargs="+",
-        metavar="JSON[:METHOD,...]",
+        metavar="JSON[:[DATASET/]METHOD,...]",
         help="results of other runs (other seeds, or other methods): write one table of them all",
     )
     args = parser.parse_args(argv)
@@ -426,8 +426,8 @@ def main(argv: list[str] | None = None) -> dict:
 def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
     """One table from the per-seed results of several runs.
 
-    Each spec is a JSON path, optionally followed by ``:method,method`` to take only those
-    methods from it. No (dataset, seed, method) may come from two runs; the table's header
+    Each spec is a JSON path, optionally followed by ``:method,...`` to take only those
+    methods from it; ``dataset/method`` takes a method of that dataset alone. No (dataset, seed, method) may come from two runs; the table's header
     says which run each dataset's methods came from, since rows of different runs were not
     measured side by side.
     """
@@ -441,7 +441,7 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
         for name, per_seed in part["per_seed"].items():
             for seed, row in per_seed.items():
                 for method, scores in row.items():
-                    if keep is not None and method not in keep:
+                    if keep is not None and not {method, f"{name}/{method}"} & keep:
                         continue
                     if method in results.setdefault(name, {}).setdefault(seed, {}):
                         raise ValueError(

@@ -84,6 +84,19 @@ def test_quality_merge_takes_named_methods_from_each_run_and_says_where_they_cam
     assert "from `a_smoke.json`" in (tmp_path / "mixed.md").read_text()
     with pytest.raises(ValueError, match="pbmc seed 0 pca_leiden is in more than one"):
         quality.main(["--merge", a, b, "--out", str(tmp_path), "--name", "clash"])
+    # dataset/method picks a method of one dataset only
+    quality.main(
+        [
+            "--merge",
+            f"{a}:mnist5k/pca_leiden,pbmc/kmeans_pca50",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "one",
+        ]
+    )
+    saved = json.loads((tmp_path / "one.json").read_text())
+    assert saved["meta"]["sources"][0]["rows"] == {"pbmc": ["kmeans_pca50"]}
 
 
 def test_speed_benchmark_smoke(tmp_path):
