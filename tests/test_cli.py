@@ -166,3 +166,34 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 def test_unknown_model_is_an_argparse_error(tmp_path):
     with pytest.raises(SystemExit):
         main(["train", "--model", "gan", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_n_components_auto_chooses_k_without_labels_and_records_it(tmp_path):
+    import mixvi
+
+    adata = mixvi.data.simulate_counts(
+        n_cells=1_500, n_types=3, n_conditions=1, proportions=[50, 30, 20], seed=0
+    )
+    path = tmp_path / "three.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "auto"
+    argv = ["train", "--model", "gmvae", "--data", str(path), "--layer", "counts"]
+    argv += ["--label-key", "cell_type", "--n-components", "auto", "--k-range", "2", "6"]
+    assert main([*argv, "--epochs", "64", "--pretrain-epochs", "60", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    choice = metrics["n_components_choice"]
+    assert metrics["n_components"] == choice["chosen"] == 3
+    assert sorted(int(k) for k in choice["bic"]) == [2, 3, 4, 5, 6]
+    assert min(choice["bic"], key=choice["bic"].get) == "3" and "BIC" in choice["criterion"]
+    assert ad.read_h5ad(out / "adata.h5ad").obsm["gmvae_probabilities"].shape == (1_500, 3)
+
+
+def test_n_components_auto_refuses_a_bad_range_before_training(tmp_path, capsys):
+    out = tmp_path / "bad"
+    argv = ["train", "--model", "gmvae", "--n-components", "auto", "--k-range", "5", "2"]
+    assert main([*argv, "--out", str(out)]) != 0
+    assert "--k-range 5 2" in capsys.readouterr().err
+    assert not (out / "model").exists()
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "gmvae", "--n-components", "many", "--out", str(out)])

@@ -21,6 +21,15 @@ MODELS = ("ae", "vae", "cvae", "gmvae")
 DEFAULT_LABEL_KEY = "bulk_labels"  # of the offline default dataset, pbmc68k_reduced
 
 
+def _n_components(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an integer or auto, not {value!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixvi", description="Autoencoder-family models on AnnData."
@@ -64,7 +73,19 @@ def _parser() -> argparse.ArgumentParser:
         "--n-layers", type=int, help="hidden layers of encoder and decoder (default: the model's)"
     )
     train.add_argument(
-        "--n-components", type=int, default=10, help="gmvae: mixture components K (default: 10)"
+        "--n-components",
+        type=_n_components,
+        default=10,
+        help="gmvae: mixture components K, or auto: the K of lowest BIC among --k-range "
+        "(GMVAE.compare_n_components, no labels) (default: 10)",
+    )
+    train.add_argument(
+        "--k-range",
+        type=int,
+        nargs=2,
+        default=(2, 20),
+        metavar=("MIN", "MAX"),
+        help="gmvae with --n-components auto: the candidate Ks, MIN to MAX (default: 2 20)",
     )
     train.add_argument(
         "--init",
@@ -147,18 +168,21 @@ def run_train(args: argparse.Namespace) -> dict:
     if args.model in ("cvae", "gmvae") and args.condition_key is not None:
         setup["condition_key"] = args.condition_key
     cls.setup_anndata(adata, **setup)
-    model_kwargs, train_kwargs = {}, {}
-    if args.model == "gmvae":
-        model_kwargs["n_components"] = args.n_components
-        train_kwargs["pretrain_epochs"] = args.pretrain_epochs
-        train_kwargs["init"] = args.init
-    if args.compile != "off":
-        mode = "reduce-overhead" if args.compile == "cudagraphs" else "default"
-        train_kwargs["plan_kwargs"] = {"compile": True, "compile_kwargs": {"mode": mode}}
+    model_kwargs, train_kwargs = {"likelihood": likelihood, "n_latent": args.n_latent}, {}
     for name in ("n_hidden", "n_layers"):
         if getattr(args, name) is not None:
             model_kwargs[name] = getattr(args, name)
-    model = cls(adata, likelihood=likelihood, n_latent=args.n_latent, **model_kwargs)
+    choice = None
+    if args.model == "gmvae":
+        train_kwargs["pretrain_epochs"] = args.pretrain_epochs
+        train_kwargs["init"] = args.init
+        if args.n_components == "auto":
+            choice = choose_n_components(adata, args, model_kwargs)
+        model_kwargs["n_components"] = args.n_components if choice is None else choice["chosen"]
+    if args.compile != "off":
+        mode = "reduce-overhead" if args.compile == "cudagraphs" else "default"
+        train_kwargs["plan_kwargs"] = {"compile": True, "compile_kwargs": {"mode": mode}}
+    model = cls(adata, **model_kwargs)
     start = time.perf_counter()
     model.train(
         max_epochs=args.epochs,
@@ -214,7 +238,9 @@ def run_train(args: argparse.Namespace) -> dict:
             {f"pca_leiden_{k}": v for k, v in clustering_scores(labels, baseline).items()}
         )
     if args.model == "gmvae":
-        metrics["n_components"] = args.n_components
+        metrics["n_components"] = model_kwargs["n_components"]
+        if choice is not None:
+            metrics["n_components_choice"] = choice
         metrics["init"] = args.init
         metrics["collapsed_components"] = model.collapsed_components()
     metrics = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in metrics.items()}
@@ -230,6 +256,37 @@ def run_train(args: argparse.Namespace) -> dict:
     adata.write_h5ad(paths["adata.h5ad"])
     paths["metrics.json"].write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def choose_n_components(adata, args: argparse.Namespace, model_kwargs: dict) -> dict:
+    """K for ``--n-components auto``: the lowest BIC of the aggregate posterior, no labels."""
+    import mixvi
+
+    low, high = args.k_range
+    if low < 1 or high < low:
+        raise ValueError(f"--k-range {low} {high}: needs 1 <= MIN <= MAX.")
+    candidates = list(range(low, min(high, adata.n_obs) + 1))
+    table = mixvi.model.GMVAE.compare_n_components(
+        adata,
+        candidates,
+        seed=args.seed,
+        model_kwargs=model_kwargs,
+        train_kwargs={
+            "pretrain_epochs": args.pretrain_epochs or (args.epochs // 2 if args.epochs else None),
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "accelerator": args.accelerator,
+        },
+        fit_models=False,
+    )
+    chosen = int(table.index[table["chosen"]][0])
+    logger.info("--n-components auto: chose K=%d of %d-%d by BIC", chosen, low, candidates[-1])
+    return {
+        "chosen": chosen,
+        "criterion": "lowest BIC of a diagonal Gaussian mixture on draws from q(z|x) of a VAE "
+        "pretraining (GMVAE.compare_n_components)",
+        "bic": {int(k): float(v) for k, v in table["bic"].items()},
+    }
 
 
 def pca_leiden(adata, layer: str | None, likelihood: str, resolution: float, seed: int):
