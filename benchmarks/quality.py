@@ -49,6 +49,7 @@ from mixvi.model._training_plan import LR_SCHEDULES
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("kmeans_pca50", "pca_leiden", "vae_kmeans", "vae_leiden", "gmvae")
+# conditional.py's methods (it imports them from here: it imports this module already)
 CONDITIONAL_METHODS = ("gmvae", "cvae_kmeans", "cvae_leiden", "scvi_leiden", "pca_leiden")
 ALL_METHODS = tuple(dict.fromkeys([*METHODS, *CONDITIONAL_METHODS]))
 # the score a user would pick a clustering by: ACC on image classes, ARI on cell types
@@ -427,9 +428,9 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
     """One table from the per-seed results of several runs.
 
     Each spec is a JSON path, optionally followed by ``:method,...`` to take only those
-    methods from it; ``dataset/method`` takes a method of that dataset alone. No (dataset, seed, method) may come from two runs; the table's header
-    says which run each dataset's methods came from, since rows of different runs were not
-    measured side by side.
+    methods from it; ``dataset/method`` takes a method of that dataset alone. No (dataset,
+    seed, method) may come from two runs; the table's header says which run each dataset's
+    methods came from, since rows of different runs were not measured side by side.
     """
     results: dict = {}
     metas, sources = [], []
