@@ -72,6 +72,7 @@ class Config:
     n_layers: int = 2  # hidden layers of the VAE and GMVAE encoders and decoders
     gmvae_model: dict = field(default_factory=dict)  # GMVAE arguments that differ from the VAE's
     gmvae_train: dict = field(default_factory=dict)  # extra GMVAE.train arguments
+    tuned_with_labels: str = ""  # which settings labels helped choose: the table must say so
 
 
 CONFIGS = {
@@ -97,7 +98,20 @@ CONFIGS = {
     ),
     "mnist5k": Config("bernoulli", "label", 500, 128, 100, 100, 50, 40, {"acc": 0.92}),
     # 700 cells: a shallower network and short pretraining overfit less (see README)
-    "pbmc": Config("normal", "bulk_labels", 128, 128, 200, 25, 100, 50, {"ari": 0.57}, n_layers=1),
+    "pbmc": Config(
+        "normal",
+        "bulk_labels",
+        128,
+        128,
+        200,
+        25,
+        100,
+        50,
+        {"ari": 0.57},
+        n_layers=1,
+        tuned_with_labels="one hidden layer and 25 pretraining epochs were chosen by comparing "
+        "GMVAE variants' ARI to bulk_labels on these five seeds",
+    ),
 }
 
 
@@ -319,6 +333,11 @@ def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
             f"- from `{src['file']}` (commit `{src['commit']}`): "
             + "; ".join(f"{name}: {', '.join(methods)}" for name, methods in src["rows"].items())
             for src in meta.get("sources", [])
+        ],
+        *[
+            f"- {name}: labels guided a setting: {CONFIGS[name].tuned_with_labels}"
+            for name in summary
+            if name in CONFIGS and CONFIGS[name].tuned_with_labels
         ],
         "",
         "| dataset | method | ACC | NMI | ARI | seconds | seeds |",

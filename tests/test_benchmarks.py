@@ -34,6 +34,7 @@ def test_quality_benchmark_smoke(tmp_path):
     assert np.isfinite(saved["per_seed"]["pbmc"]["0"]["gmvae"]["elbo"])
     table = (tmp_path / "quality_smoke.md").read_text()
     assert "| mnist5k | gmvae |" in table and "n/a (smoke)" in table
+    assert "- pbmc: labels guided a setting:" in table and "- mnist5k: labels guided" not in table
     # the conditional counts: scVI among the baselines, and the clusters scored against the condition
     assert "| conditional | scvi_leiden |" in table and "| conditional | cvae_leiden |" in table
     for scores in summary["conditional"].values():
