@@ -10,6 +10,8 @@ STAMP := $(VENV)/.mixvi-installed
 # `make test-latest`: the suite on the stack a new environment gets today (Python 3.12, the
 # newest scvi-tools 1.5.x, anndata, pandas 3, scanpy), in its own .venv-latest. On Python
 # 3.12 PyPI's torch is the CUDA build (about 5 GB in the venv; it runs on a CPU too).
+# It also takes the `bench` extra (scib-metrics, with jax), so that the conditional benchmark's
+# scib scores are tested there and its scikit-learn fallback in `make test`.
 PYTHON_LATEST ?= python3.12
 PYENV_LATEST ?= 3.12.1
 LATEST_VENV ?= .venv-latest
@@ -38,7 +40,7 @@ $(LATEST_STAMP): pyproject.toml
 	PYENV_VERSION=$(PYENV_LATEST) $(PYTHON_LATEST) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]"
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test,bench]"
 	touch $(LATEST_STAMP)
 
 test-latest: $(LATEST_STAMP)

@@ -21,9 +21,18 @@ Methods (K = number of cell types, the only thing taken from the labels):
 - ``pca_leiden``: scanpy's standard pipeline (normalise, log1p, PCA-50), then Leiden.
 
 Scores: ACC (Hungarian-matched), ARI and NMI of the clusters with the cell type (higher is
-better), ARI and NMI with the condition (0 is best); on each embedding, the cell-type silhouette rescaled to [0, 1]
-(higher: types apart) and the condition silhouette within each type as ``1 - |s|``
-(higher: conditions mixed), as scib's ASW scores are defined.
+better), ARI and NMI with the condition (0 is best). On each embedding, integration scores
+(all in [0, 1], higher is better):
+
+- with ``scib-metrics`` installed (``pip install -e ".[bench]"``): its bio-conservation scores
+  ``silhouette_label`` (``type_asw``) and ``clisi_knn`` (``type_clisi``), and its batch-correction
+  scores ``silhouette_batch`` (``condition_asw``), ``ilisi_knn`` (``condition_ilisi``) and
+  ``graph_connectivity``, on exact 90-nearest-neighbour graphs (15 for graph connectivity), as
+  scib-metrics' ``Benchmarker`` uses them;
+- without it: the two silhouettes from scikit-learn, defined as scib defines them (the type
+  silhouette rescaled to [0, 1]; ``1 - |s|`` of the condition silhouette within each type).
+
+The table names which scorer ran.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import numpy as np
 import scanpy as sc
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_samples
+from sklearn.neighbors import NearestNeighbors
 
 import mixvi
 from mixvi.metrics import clustering_scores
@@ -47,16 +57,18 @@ from quality import CONDITIONAL_METHODS as METHODS
 from quality import RESULTS, command_line, leiden_k, run_meta
 
 PROPORTIONS = [35, 25, 20, 12, 8]
-SCORES = (
-    "type_acc",
-    "type_ari",
-    "type_nmi",
-    "condition_ari",
-    "condition_nmi",
-    "type_asw",
-    "condition_asw",
-    "seconds",
-)
+CLUSTER_SCORES = ("type_acc", "type_ari", "type_nmi", "condition_ari", "condition_nmi")
+SILHOUETTES = ("type_asw", "condition_asw")
+SCIB_SCORES = (*SILHOUETTES, "type_clisi", "condition_ilisi", "graph_connectivity")
+
+
+def integration_scorer() -> str:
+    """``"scib-metrics <version>"`` where the ``bench`` extra is installed, else ``"scikit-learn"``."""
+    try:
+        import scib_metrics
+    except ImportError:
+        return "scikit-learn"
+    return f"scib-metrics {scib_metrics.__version__}"
 
 
 def simulate(smoke: bool):
@@ -67,6 +79,31 @@ def simulate(smoke: bool):
 
 
 def embedding_scores(embedding: np.ndarray, types: np.ndarray, conditions: np.ndarray) -> dict:
+    """Integration scores of one embedding: scib-metrics' where installed, else silhouettes."""
+    if integration_scorer() == "scikit-learn":
+        return sklearn_silhouettes(embedding, types, conditions)
+    import scib_metrics
+    from scib_metrics.nearest_neighbors import NeighborsResults
+
+    # Exact neighbours: at a few thousand cells they cost little, and no approximate search
+    # adds its own randomness to the scores.
+    distances, indices = (
+        NearestNeighbors(n_neighbors=min(90, len(embedding))).fit(embedding).kneighbors(embedding)
+    )
+    neighbours = NeighborsResults(indices=indices, distances=distances)
+    return {
+        "type_asw": float(scib_metrics.silhouette_label(embedding, types)),
+        "condition_asw": float(scib_metrics.silhouette_batch(embedding, types, conditions)),
+        "type_clisi": float(scib_metrics.clisi_knn(neighbours, types)),
+        "condition_ilisi": float(scib_metrics.ilisi_knn(neighbours, conditions)),
+        "graph_connectivity": float(
+            scib_metrics.graph_connectivity(neighbours.subset_neighbors(15), types)
+        ),
+    }
+
+
+def sklearn_silhouettes(embedding: np.ndarray, types: np.ndarray, conditions: np.ndarray) -> dict:
+    """scib's two ASW scores, from scikit-learn's silhouettes (no jax needed)."""
     type_asw = (float(np.mean(silhouette_samples(embedding, types))) + 1) / 2
     per_type = []
     for t in np.unique(types):
@@ -161,12 +198,14 @@ def summarise(per_seed: dict) -> dict:
         if rows:
             summary[method] = {
                 key: [float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows]))]
-                for key in SCORES
+                for key in rows[0]
             } | {"n_seeds": len(rows)}
     return summary
 
 
 def markdown(summary: dict, meta: dict) -> str:
+    embedding = SCIB_SCORES if meta["integration_scorer"].startswith("scib") else SILHOUETTES
+    columns = (*CLUSTER_SCORES, *embedding)
     lines = [
         "# Clusters free of the condition (simulated counts)",
         "",
@@ -175,14 +214,16 @@ def markdown(summary: dict, meta: dict) -> str:
         f"- machine: {meta['machine']}",
         f"- data: {meta['data']}",
         f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
-        "- ARI / NMI with the type: higher is better; with the condition: 0 is best. ASW: silhouettes "
-        "of the embedding, type (higher: types apart) and condition within types (higher: mixed)",
+        f"- integration scores of each embedding: {meta['integration_scorer']}",
+        "- ARI / NMI with the type: higher is better; with the condition: 0 is best. The "
+        "embedding scores lie in [0, 1], higher is better: type_* and graph_connectivity keep "
+        "the types apart, condition_* mix the conditions",
         "",
-        "| method | type ACC | type ARI | type NMI | condition ARI | condition NMI | type ASW | condition ASW | seconds | seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| method | {' | '.join(c.replace('_', ' ') for c in columns)} | seconds | seeds |",
+        "|" + "---|" * (len(columns) + 3),
     ]
     for method, s in summary.items():
-        cells = [f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in SCORES[:-1]]
+        cells = [f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in columns]
         lines.append(f"| {method} | {' | '.join(cells)} | {s['seconds'][0]:.0f} | {s['n_seeds']} |")
     return "\n".join([*lines, ""])
 
@@ -202,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     adata = simulate(args.smoke)
     meta = run_meta(command, args.seeds, args.smoke)
+    meta["integration_scorer"] = integration_scorer()
     meta["data"] = (
         f"simulate_counts: {adata.n_obs} cells × {adata.n_vars} genes, {adata.uns['simulation']}"
     )

@@ -129,16 +129,18 @@ def run_conditional_seed(adata: ad.AnnData, seed: int, smoke: bool, methods: lis
     rows = conditional.run_seed(
         adata, seed, smoke, [m for m in CONDITIONAL_METHODS if m in methods]
     )
+    return {method: conditional_row(r) for method, r in rows.items()}
+
+
+def conditional_row(r: dict) -> dict:
+    """A row of conditional.py's results in this table's terms."""
     return {
-        method: {
-            "acc": r["type_acc"],
-            "nmi": r["type_nmi"],
-            "ari": r["type_ari"],
-            "condition_ari": r["condition_ari"],
-            "condition_nmi": r["condition_nmi"],
-            "seconds": r["seconds"],
-        }
-        for method, r in rows.items()
+        "acc": r["type_acc"],
+        "nmi": r["type_nmi"],
+        "ari": r["type_ari"],
+        "condition_ari": r["condition_ari"],
+        "condition_nmi": r["condition_nmi"],
+        "seconds": r["seconds"],
     }
 
 
@@ -446,7 +448,8 @@ def main(argv: list[str] | None = None) -> dict:
 def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
     """One table from the per-seed results of several runs.
 
-    Each spec is a JSON path, optionally followed by ``:method,...`` to take only those
+    Each spec is a JSON path (of this script or of ``conditional.py``, whose rows become the
+    ``conditional`` dataset's), optionally followed by ``:method,...`` to take only those
     methods from it; ``dataset/method`` takes a method of that dataset alone. No (dataset,
     seed, method) may come from two runs; the table's header says which run each dataset's
     methods came from, since rows of different runs were not measured side by side.
@@ -456,6 +459,14 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
     for spec in specs:
         path, _, wanted = str(spec).partition(":")
         part = json.loads(Path(path).read_text())
+        if "integration_scorer" in part["meta"]:
+            # conditional.py's results (per seed, then method): its one dataset, here
+            part["per_seed"] = {
+                "conditional": {
+                    seed: {method: conditional_row(r) for method, r in row.items()}
+                    for seed, row in part["per_seed"].items()
+                }
+            }
         keep = set(wanted.split(",")) if wanted else None
         taken: dict[str, set] = {}
         for name, per_seed in part["per_seed"].items():

@@ -298,3 +298,36 @@ def test_conditional_benchmark_smoke(tmp_path):
         assert 0 <= scores["type_asw"][0] <= 1 and 0 <= scores["condition_asw"][0] <= 1
     table = (tmp_path / "conditional_smoke.md").read_text()
     assert "| gmvae |" in table and "| scvi_leiden |" in table and "simulate_counts" in table
+    # the table names the integration scorer that ran: scib-metrics with the bench extra
+    scorer = conditional.integration_scorer()
+    assert f"integration scores of each embedding: {scorer}" in table
+    if scorer.startswith("scib"):
+        assert "condition ilisi" in table and "graph connectivity" in table
+    # its results go into the quality table as that table's conditional dataset
+    quality = _load("quality")
+    merged = quality.main(
+        ["--merge", str(tmp_path / "conditional_smoke.json"), "--out", str(tmp_path), "--name", "q"]
+    )
+    assert set(merged) == {"conditional"} and set(merged["conditional"]) == set(summary)
+    for method, scores in summary.items():
+        assert list(merged["conditional"][method]["ari"]) == scores["type_ari"]
+        assert list(merged["conditional"][method]["condition_nmi"]) == scores["condition_nmi"]
+    assert "| conditional | gmvae |" in (tmp_path / "q.md").read_text()
+
+
+def test_integration_scores_tell_a_mixed_condition_from_a_separated_one():
+    """The embedding scores, scib-metrics' or the silhouettes, rank the two cases the right way."""
+    conditional = _load("conditional")
+    rng = np.random.default_rng(0)
+    types = np.repeat(np.arange(3), 200)
+    conditions = np.tile(np.arange(2), 300)
+    centres = rng.normal(scale=6.0, size=(3, 5))
+    mixed = centres[types] + rng.normal(size=(600, 5))
+    split = mixed + 6.0 * conditions[:, None] * np.eye(5)[0]
+    good = conditional.embedding_scores(mixed, types.astype(str), conditions.astype(str))
+    bad = conditional.embedding_scores(split, types.astype(str), conditions.astype(str))
+    assert good["condition_asw"] > 0.9 > bad["condition_asw"] + 0.2, (good, bad)
+    assert good["type_asw"] > 0.7
+    if conditional.integration_scorer().startswith("scib"):
+        assert good["condition_ilisi"] > 0.8 > bad["condition_ilisi"] + 0.3, (good, bad)
+        assert good["type_clisi"] > 0.9 and good["graph_connectivity"] > 0.9
