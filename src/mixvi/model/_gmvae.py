@@ -26,11 +26,12 @@ class GMVAE(ReferenceMappingMixin, VAE):
     q(c|x) = p(c|z). :meth:`train` runs three phases, and labels are never used:
 
     1. **pretraining**: encoder and decoder as an autoencoder (the loss is the
-       reconstruction of the posterior mean);
-    2. **mixture start** (:meth:`init_mixture`): by default (``init="umap"``) a
+       reconstruction of the posterior mean); with a condition or covariates, as a
+       conditional VAE instead, whose KL makes the latent drop what the decoder is given;
+    2. **mixture start** (:meth:`init_mixture`): after an autoencoder (``init="umap"``) a
        full-covariance GaussianMixture on a UMAP of the pretrained latent, as in N2D, whose
-       responsibilities set π, μ and σ²; ``init="gmm"`` fits a diagonal GaussianMixture on
-       the latent itself, as in VaDE;
+       responsibilities set π, μ and σ²; after a VAE (``init="gmm"``) a diagonal
+       GaussianMixture on the latent itself, as in VaDE;
     3. **anchored, then free ELBO training**: for ``anchor_epochs`` the cluster posterior
        q(c|x) stays fixed to the start's responsibilities, so that the encoder makes those
        clusters Gaussian; then q(c|x) = p(c|z) and the full ELBO is trained.
