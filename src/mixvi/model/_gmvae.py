@@ -50,6 +50,10 @@ class GMVAE(ReferenceMappingMixin, VAE):
         Number of mixture components K.
     n_latent, n_hidden, n_layers, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale, input_dropout_rate
         As in :class:`~mixvi.model.VAE`.
+    prior_covariance
+        The components' covariance: ``"diag"`` (σ_c², as in VaDE) or ``"full"`` (Σ_c, whose
+        components can follow clusters that lie obliquely to the latent axes; the mixture
+        start then keeps its clusters' full covariances).
 
     Examples
     --------
@@ -78,7 +82,11 @@ class GMVAE(ReferenceMappingMixin, VAE):
         use_batch_norm: bool = True,
         learn_scale: bool = True,
         input_dropout_rate: float = 0.0,
+        prior_covariance: str = "diag",
     ) -> None:
+        from ..module._gmvae import check_covariance
+
+        check_covariance(prior_covariance)
         if adata is not None and n_components > adata.n_obs:
             raise ValueError(
                 f"n_components={n_components} is larger than the number of observations ({adata.n_obs})."
@@ -95,8 +103,11 @@ class GMVAE(ReferenceMappingMixin, VAE):
             learn_scale=learn_scale,
             input_dropout_rate=input_dropout_rate,
             n_components=n_components,
+            covariance=prior_covariance,
         )
-        self._model_summary_string += f", n_components={n_components}"
+        self._model_summary_string += (
+            f", n_components={n_components}, prior_covariance={prior_covariance!r}"
+        )
         self.init_params_ = self._get_init_params(locals())
         self._warn_small_conditions(n_components)
 
@@ -336,6 +347,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
             umap_neighbors,
             seed,
             z_var=z_var if posterior_variance else None,
+            covariance=self.module.covariance,
         )
         logger.info("%s start: log-likelihood per cell %.3f", method, start.log_likelihood)
         self.module.set_prior(start.weights, start.means, start.variances)
@@ -565,8 +577,9 @@ class GMVAE(ReferenceMappingMixin, VAE):
                 )
             comps = torch.full((n,), component, dtype=torch.long)
         means = self.module.prior_means.detach().cpu()[comps]
-        std = torch.exp(0.5 * self.module.prior_log_var.detach().cpu())[comps]
-        return (means + std * torch.randn(means.shape, generator=generator)).to(self.device)
+        tril = self.module.scale_tril().detach().cpu()[comps]
+        noise = torch.randn(means.shape, generator=generator)
+        return (means + (tril @ noise.unsqueeze(-1)).squeeze(-1)).to(self.device)
 
     @torch.inference_mode()
     def generate(
@@ -624,14 +637,17 @@ def mixture_start(
     umap_neighbors: int,
     seed: int,
     z_var: np.ndarray | None = None,
+    covariance: str = "diag",
 ) -> MixtureStart:
     """The clustering behind :meth:`GMVAE.init_mixture`, for any latent means ``z``.
 
-    ``"gmm"``: a diagonal GaussianMixture on ``z``, copied as it is. ``"umap"``: a
-    full-covariance GaussianMixture on a UMAP of ``z``, whose responsibilities weigh the
-    moments of ``z`` (the prior lives in the latent, not in the UMAP). With ``z_var`` (the
-    posterior variances), each component's σ² also gains its members' mean posterior
-    variance: the moments of the aggregate posterior rather than of the means alone.
+    ``"gmm"``: a GaussianMixture on ``z`` with the prior's ``covariance``, copied as it is.
+    ``"umap"``: a full-covariance GaussianMixture on a UMAP of ``z``, whose
+    responsibilities weigh the moments of ``z`` (the prior lives in the latent, not in the
+    UMAP): variances for a diagonal prior, covariance matrices for a full one. With ``z_var``
+    (the posterior variances), each component's variances also gain its members' mean
+    posterior variance: the moments of the aggregate posterior rather than of the means
+    alone.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -639,7 +655,7 @@ def mixture_start(
     if method == "gmm":
         gmm = GaussianMixture(
             n_components,
-            covariance_type="diag",
+            covariance_type=covariance,
             n_init=gmm_restarts,
             reg_covar=1e-4,
             random_state=seed,
@@ -654,10 +670,13 @@ def mixture_start(
     resp = gmm.predict_proba(embedding)
     mass = resp.sum(axis=0) + 1e-10
     means = resp.T @ z / mass[:, None]
-    variances = resp.T @ z**2 / mass[:, None] - means**2
-    start = MixtureStart(
-        mass / mass.sum(), means, np.maximum(variances, 0) + 1e-4, resp, gmm.score(embedding)
-    )
+    if covariance == "full":
+        centred = z[None, :, :] - means[:, None, :]  # (K, n, d)
+        variances = np.einsum("nk,kni,knj->kij", resp, centred, centred) / mass[:, None, None]
+        variances = variances + 1e-4 * np.eye(z.shape[1])
+    else:
+        variances = np.maximum(resp.T @ z**2 / mass[:, None] - means**2, 0) + 1e-4
+    start = MixtureStart(mass / mass.sum(), means, variances, resp, gmm.score(embedding))
     return _with_posterior_variance(start, z_var)
 
 
@@ -666,6 +685,8 @@ def _with_posterior_variance(start: MixtureStart, z_var: np.ndarray | None) -> M
         return start
     resp = start.responsibilities
     extra = resp.T @ z_var / (resp.sum(axis=0)[:, None] + 1e-10)
+    if start.variances.ndim == 3:  # full covariances: the posterior variance adds to the diagonal
+        extra = np.stack([np.diag(e) for e in extra])
     start.variances = start.variances + extra
     return start
 

@@ -11,12 +11,16 @@ from ._vae import VAEModule
 
 
 class GMVAEModule(VAEModule):
-    """VAE whose prior is a Gaussian mixture: p(z) = Σ_c π_c N(z; μ_c, diag σ_c²).
+    """VAE whose prior is a Gaussian mixture: p(z) = Σ_c π_c N(z; μ_c, Σ_c).
 
-    π = softmax(logits), μ and log σ² are all learnable. The cluster posterior is the
+    π = softmax(logits), μ and Σ are all learnable. ``covariance="diag"`` gives
+    Σ_c = diag σ_c² (VaDE); ``"full"`` gives Σ_c = L_c L_cᵀ with a learnable lower-triangular
+    L_c whose diagonal is σ_c, so that a component can follow a cluster that is elongated
+    along a direction the latent axes do not align with (with the off-diagonal part at zero,
+    as it starts, it is the diagonal prior). The cluster posterior is the
     responsibility q(c|x) = γ = p(c|z) under the prior, and the per-cell KL is::
 
-        KL = Σ_c γ_c KL(q(z|x) || N(μ_c, σ_c²)) + KL(γ || π)
+        KL = Σ_c γ_c KL(q(z|x) || N(μ_c, Σ_c)) + KL(γ || π)
 
     with each Gaussian KL in closed form, all in log space (logsumexp) for stability.
     ``pretraining`` switches the loss for the pretraining phase: ``"ae"`` (or ``True``) is
@@ -39,18 +43,28 @@ class GMVAEModule(VAEModule):
         Number of features.
     n_components
         Number of mixture components K.
+    covariance
+        ``"diag"`` or ``"full"``: the components' covariance (see above).
     **kwargs
         See :class:`~mixvi.module.VAEModule`.
     """
 
-    def __init__(self, n_input: int, n_components: int = 10, **kwargs) -> None:
+    def __init__(
+        self, n_input: int, n_components: int = 10, covariance: str = "diag", **kwargs
+    ) -> None:
         super().__init__(n_input, **kwargs)
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}.")
+        check_covariance(covariance)
         self.n_components = n_components
+        self.covariance = covariance
         self.prior_logits = nn.Parameter(torch.zeros(n_components))
         self.prior_means = nn.Parameter(torch.randn(n_components, self.n_latent))
+        # log σ²: the diagonal prior's variances, or the squared diagonal of L_c
         self.prior_log_var = nn.Parameter(torch.zeros(n_components, self.n_latent))
+        if covariance == "full":
+            # L_c's strictly lower part (the upper part and diagonal of this are ignored)
+            self.prior_tril = nn.Parameter(torch.zeros(n_components, self.n_latent, self.n_latent))
         self.pretraining: bool | str = False
         self.anchor_log_gamma: torch.Tensor | None = None
 
@@ -76,7 +90,7 @@ class GMVAEModule(VAEModule):
 
     @torch.no_grad()
     def set_prior(self, weights: np.ndarray, means: np.ndarray, variances: np.ndarray) -> None:
-        """Set π, μ and σ² (e.g. from a fitted ``GaussianMixture``).
+        """Set π, μ and the covariances (e.g. from a fitted ``GaussianMixture``).
 
         Parameters
         ----------
@@ -85,13 +99,39 @@ class GMVAEModule(VAEModule):
         means
             Component means, shape ``(K, n_latent)``.
         variances
-            Component variances σ², shape ``(K, n_latent)``.
+            Component variances σ², shape ``(K, n_latent)``, or full covariance matrices,
+            shape ``(K, n_latent, n_latent)``; a diagonal prior keeps their diagonals.
         """
         device = self.prior_means.device
         weights = np.clip(np.asarray(weights, dtype=np.float64), 1e-8, None)
         self.prior_logits.copy_(torch.as_tensor(np.log(weights / weights.sum()), device=device))
         self.prior_means.copy_(torch.as_tensor(means, device=device))
-        self.prior_log_var.copy_(torch.as_tensor(np.log(variances), device=device))
+        variances = np.asarray(variances, dtype=np.float64)
+        if variances.ndim == 2:
+            variances = np.stack([np.diag(v) for v in variances])
+        if self.covariance == "diag":
+            self.prior_log_var.copy_(
+                torch.as_tensor(np.log(np.diagonal(variances, axis1=1, axis2=2)), device=device)
+            )
+            return
+        tril = np.linalg.cholesky(variances)
+        self.prior_log_var.copy_(
+            torch.as_tensor(2 * np.log(np.diagonal(tril, axis1=1, axis2=2)), device=device)
+        )
+        self.prior_tril.copy_(torch.as_tensor(tril, device=device))
+
+    def scale_tril(self) -> torch.Tensor:
+        """L_c with Σ_c = L_c L_cᵀ, shape ``(K, n_latent, n_latent)`` (diagonal for ``"diag"``)."""
+        diagonal = torch.diag_embed(torch.exp(0.5 * self.prior_log_var))
+        if self.covariance == "diag":
+            return diagonal
+        return diagonal + torch.tril(self.prior_tril, diagonal=-1)
+
+    def _whiten(self, x: torch.Tensor) -> torch.Tensor:
+        """L_c⁻¹ (x − μ_c) for every component: ``(..., n_latent)`` to ``(..., K, n_latent)``."""
+        diff = x.unsqueeze(-2) - self.prior_means
+        tril = self.scale_tril()
+        return torch.linalg.solve_triangular(tril, diff.unsqueeze(-1), upper=False).squeeze(-1)
 
     def log_weights(self) -> torch.Tensor:
         """log π, shape ``(K,)``."""
@@ -105,6 +145,13 @@ class GMVAEModule(VAEModule):
         z
             Latent points, shape ``(..., n_latent)``.
         """
+        if self.covariance == "full":
+            # log |Σ_c| = Σ_i log σ_ci², since L_c's diagonal is σ_c
+            return -0.5 * (
+                self.n_latent * np.log(2 * np.pi)
+                + self.prior_log_var.sum(-1)
+                + (self._whiten(z) ** 2).sum(-1)
+            )
         z = z.unsqueeze(-2)
         var = torch.exp(self.prior_log_var)
         return -0.5 * (
@@ -162,15 +209,43 @@ class GMVAEModule(VAEModule):
             if log_gamma.dim() == 3:  # several Monte Carlo draws: average the responsibilities
                 log_gamma = torch.logsumexp(log_gamma, dim=0) - np.log(log_gamma.shape[0])
         gamma = log_gamma.exp()
-        q_mean = qz.loc.unsqueeze(-2)  # (n, 1, d)
-        q_var = qz.scale.unsqueeze(-2) ** 2
+        kl_components = self.kl_to_components(qz.loc, qz.scale**2)  # (n, K)
+        kl_z = (gamma * kl_components).sum(-1)
+        kl_c = (gamma * (log_gamma - self.log_weights())).sum(-1)
+        return kl_z + kl_c
+
+    def kl_to_components(self, q_mean: torch.Tensor, q_var: torch.Tensor) -> torch.Tensor:
+        """KL(N(m, diag s²) || N(μ_c, Σ_c)) in closed form for every component, ``(n, K)``.
+
+        Parameters
+        ----------
+        q_mean, q_var
+            Means m and variances s² of q(z|x), shape ``(n, n_latent)``.
+        """
+        if self.covariance == "full":
+            tril = self.scale_tril()
+            eye = torch.eye(self.n_latent, device=tril.device, dtype=tril.dtype)
+            inverse = torch.linalg.solve_triangular(tril, eye.expand_as(tril), upper=False)
+            precision_diagonal = (inverse**2).sum(-2)  # (K, d): the diagonal of Σ_c⁻¹
+            return 0.5 * (
+                self.prior_log_var.sum(-1)
+                - torch.log(q_var).sum(-1, keepdim=True)
+                + q_var @ precision_diagonal.T
+                + (self._whiten(q_mean) ** 2).sum(-1)
+                - self.n_latent
+            )
+        q_mean = q_mean.unsqueeze(-2)  # (n, 1, d)
+        q_var = q_var.unsqueeze(-2)
         p_var = torch.exp(self.prior_log_var)  # (K, d)
-        kl_components = 0.5 * (
+        return 0.5 * (
             self.prior_log_var
             - torch.log(q_var)
             + (q_var + (q_mean - self.prior_means) ** 2) / p_var
             - 1
-        ).sum(-1)  # (n, K)
-        kl_z = (gamma * kl_components).sum(-1)
-        kl_c = (gamma * (log_gamma - self.log_weights())).sum(-1)
-        return kl_z + kl_c
+        ).sum(-1)
+
+
+def check_covariance(covariance: str) -> None:
+    """Reject an unknown prior covariance before any model is built."""
+    if covariance not in ("diag", "full"):
+        raise ValueError(f"covariance must be 'diag' or 'full', got {covariance!r}.")
