@@ -331,3 +331,20 @@ def test_integration_scores_tell_a_mixed_condition_from_a_separated_one():
     if conditional.integration_scorer().startswith("scib"):
         assert good["condition_ilisi"] > 0.8 > bad["condition_ilisi"] + 0.3, (good, bad)
         assert good["type_clisi"] > 0.9 and good["graph_connectivity"] > 0.9
+
+
+def test_quality_merge_takes_an_older_conditional_run_without_acc(tmp_path):
+    quality = _load("quality")
+    row = {"type_ari": 0.9, "type_nmi": 0.8, "condition_ari": 0.0, "condition_nmi": 0.01}
+    run = {
+        "meta": {"command": "c", "commit": "x", "machine": "m", "smoke": False, "wall_seconds": 1},
+        "per_seed": {"0": {"gmvae": {**row, "seconds": 1.0}}},
+    }
+    (tmp_path / "old.json").write_text(json.dumps(run))
+    merged = quality.main(["--merge", str(tmp_path / "old.json"), "--out", str(tmp_path)])
+    assert "acc" not in merged["conditional"]["gmvae"]
+    assert merged["conditional"]["gmvae"]["ari"][0] == 0.9
+    assert (
+        "| conditional | gmvae | n/a | 0.800 ± 0.000 | 0.900 ± 0.000 |"
+        in (tmp_path / "quality.md").read_text()
+    )
