@@ -102,6 +102,12 @@ def _find_in(directory: Path, stem: str) -> Path | None:
     return None
 
 
+def _find_all(directory: Path, stems: list[str]) -> dict[str, Path] | None:
+    """Every stem's file in ``directory``, or ``None`` if any is missing."""
+    found = {stem: _find_in(directory, stem) for stem in stems}
+    return found if all(found.values()) else None
+
+
 def _download(dataset: ImageDataset, stem: str, target: Path) -> Path:
     import pooch
 
@@ -249,8 +255,8 @@ def fetch_files(
     else:
         candidates = [settings.data_dir / dataset.subdir, *map(Path, dataset.system_dirs)]
     for directory in candidates:
-        found = {stem: _find_in(directory, stem) for stem in stems}
-        if all(found.values()):
+        found = _find_all(directory, stems)
+        if found is not None:
             return FetchedFiles(by_split(found), "present", directory)
     reasons = ["download=False"]
     if download and path is None:
@@ -285,8 +291,8 @@ def _fetch_into(
     except OSError as err:
         return [f"cannot write to {target} ({err})"]
     try:
-        found = {stem: _find_in(target, stem) for stem in stems}
-        if all(found.values()):
+        found = _find_all(target, stems)
+        if found is not None:
             return found, "present"
         try:
             return {stem: _download(dataset, stem, target) for stem in stems}, "download"
