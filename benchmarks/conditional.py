@@ -54,7 +54,7 @@ from mixvi.metrics import clustering_scores
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quality import CONDITIONAL_METHODS as METHODS
-from quality import RESULTS, command_line, leiden_k, run_meta
+from quality import RESULTS, chosen_k, command_line, leiden_k, run_meta
 
 PROPORTIONS = [35, 25, 20, 12, 8]
 CLUSTER_SCORES = ("type_acc", "type_ari", "type_nmi", "condition_ari", "condition_nmi")
@@ -138,14 +138,22 @@ def run_seed(adata, seed: int, smoke: bool, methods: list[str]) -> dict:
         }
 
     work = adata.copy()
-    if "gmvae" in methods:
+    for method in ("gmvae", "gmvae_auto_k"):
+        if method not in methods:
+            continue
         t = time.perf_counter()
         mixvi.settings.seed = seed
         mixvi.model.GMVAE.setup_anndata(work, layer="counts", condition_key="condition")
-        model = mixvi.model.GMVAE(work, n_components=k, likelihood="nb")
+        n_components = k
+        if method == "gmvae_auto_k":  # K chosen without the labels
+            n_components = chosen_k(work, {"likelihood": "nb"}, epochs // 2 or 1, 128, seed)
+            mixvi.settings.seed = seed
+        model = mixvi.model.GMVAE(work, n_components=n_components, likelihood="nb")
         model.train(max_epochs=epochs, pretrain_epochs=epochs // 2 or 1, **quiet)
         model.write_results(work)
-        score("gmvae", work.obs["gmvae_cluster"], work.obsm["X_gmvae"], time.perf_counter() - t)
+        score(method, work.obs["gmvae_cluster"], work.obsm["X_gmvae"], time.perf_counter() - t)
+        if method == "gmvae_auto_k":
+            out[method] |= {"chosen_k": n_components, "true_k": k}
 
     if {"cvae_kmeans", "cvae_leiden"} & set(methods):
         t = time.perf_counter()

@@ -16,6 +16,9 @@ Methods (K = number of reference classes, the only thing taken from the labels):
 - ``pca_leiden``: scanpy neighbours on PCA-50, Leiden with the resolution bisected to K clusters.
 - ``vae_kmeans`` / ``vae_leiden``: the same on the latent means of a mixvi VAE.
 - ``gmvae``: mixvi GMVAE clusters (argmax q(c|x)).
+- ``gmvae_auto_k``: the same GMVAE at the K that ``GMVAE.compare_n_components`` chooses
+  among 2–20 without labels (its rows also give ``chosen_k`` and the reference ``true_k``).
+  It is not a baseline: the targets compare the GMVAE at K with the other methods.
 
 The fourth dataset, ``conditional``, is :mod:`conditional`'s simulation (NB counts of 5
 unequal cell types under 3 conditions that shift every gene) with that script's methods:
@@ -48,9 +51,18 @@ from mixvi.metrics import clustering_scores
 from mixvi.model._training_plan import LR_SCHEDULES
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("kmeans_pca50", "pca_leiden", "vae_kmeans", "vae_leiden", "gmvae")
+METHODS = ("kmeans_pca50", "pca_leiden", "vae_kmeans", "vae_leiden", "gmvae", "gmvae_auto_k")
 # conditional.py's methods (it imports them from here: it imports this module already)
-CONDITIONAL_METHODS = ("gmvae", "cvae_kmeans", "cvae_leiden", "scvi_leiden", "pca_leiden")
+CONDITIONAL_METHODS = (
+    "gmvae",
+    "gmvae_auto_k",
+    "cvae_kmeans",
+    "cvae_leiden",
+    "scvi_leiden",
+    "pca_leiden",
+)
+# the candidates of gmvae_auto_k, the same on every dataset, so that no label sets the range
+K_CANDIDATES = range(2, 21)
 ALL_METHODS = tuple(dict.fromkeys([*METHODS, *CONDITIONAL_METHODS]))
 # the score a user would pick a clustering by: ACC on image classes, ARI on cell types
 HEADLINE = {"fashion_mnist": "acc", "mnist5k": "acc", "pbmc": "ari", "conditional": "ari"}
@@ -149,6 +161,7 @@ def conditional_row(r: dict) -> dict:
     """A row of conditional.py's results in this table's terms (older runs scored no ACC)."""
     return {
         **({"acc": r["type_acc"]} if "type_acc" in r else {}),
+        **{key: r[key] for key in ("chosen_k", "true_k") if key in r},
         "nmi": r["type_nmi"],
         "ari": r["type_ari"],
         "condition_ari": r["condition_ari"],
@@ -253,20 +266,25 @@ def run_seed(
         vae.write_results(work)
         cluster_embedding("X_vae", "vae_kmeans", "vae_leiden", time.perf_counter() - t)
 
-    if "gmvae" in methods:
+    for method in ("gmvae", "gmvae_auto_k"):
+        if method not in methods:
+            continue
         t = time.perf_counter()
         mixvi.settings.seed = seed
         mixvi.model.GMVAE.setup_anndata(work)
-        gm = mixvi.model.GMVAE(
-            work,
-            n_components=k,
-            **{
-                "likelihood": cfg.likelihood,
-                "n_hidden": cfg.n_hidden,
-                "n_layers": cfg.n_layers,
-                **cfg.gmvae_model,
-            },
-        )
+        model_kwargs = {
+            "likelihood": cfg.likelihood,
+            "n_hidden": cfg.n_hidden,
+            "n_layers": cfg.n_layers,
+            **cfg.gmvae_model,
+        }
+        n_components = k
+        if method == "gmvae_auto_k":
+            n_components = chosen_k(
+                work, model_kwargs, epochs(cfg.pretrain_epochs), cfg.batch_size, seed
+            )
+            mixvi.settings.seed = seed
+        gm = mixvi.model.GMVAE(work, n_components=n_components, **model_kwargs)
         gm.train(
             max_epochs=epochs(cfg.gmvae_epochs),
             pretrain_epochs=epochs(cfg.pretrain_epochs),
@@ -277,16 +295,46 @@ def run_seed(
             **quiet,
         )
         pred = gm.get_cluster_assignments()
-        out["gmvae"] = {
+        out[method] = {
             **clustering_scores(y, pred),
             "seconds": time.perf_counter() - t,
             "collapsed_components": gm.collapsed_components(),
             "elbo": float(gm.get_elbo()),
+            **({"chosen_k": n_components, "true_k": k} if method == "gmvae_auto_k" else {}),
         }
     return out
 
 
-SCORE_KEYS = ("acc", "nmi", "ari", "seconds", "condition_ari", "condition_nmi")
+def chosen_k(
+    adata: ad.AnnData, model_kwargs: dict, pretrain_epochs: int, batch_size: int, seed: int
+) -> int:
+    """The K of ``GMVAE.compare_n_components`` among :data:`K_CANDIDATES`, without labels."""
+    table = mixvi.model.GMVAE.compare_n_components(
+        adata,
+        [k for k in K_CANDIDATES if k <= adata.n_obs],
+        seed=seed,
+        model_kwargs=model_kwargs,
+        train_kwargs={
+            "batch_size": batch_size,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        },
+        fit_models=False,
+        selection_epochs=pretrain_epochs,
+    )
+    return int(table.index[table["chosen"]][0])
+
+
+SCORE_KEYS = (
+    "acc",
+    "nmi",
+    "ari",
+    "seconds",
+    "condition_ari",
+    "condition_nmi",
+    "chosen_k",
+    "true_k",
+)
 
 
 def summarise(results: dict) -> dict:
@@ -303,6 +351,8 @@ def summarise(results: dict) -> dict:
                 key: (float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows])))
                 for key in keys
             } | {"n_seeds": len(rows)}
+            if "chosen_k" in keys:
+                summary[name][method]["chosen_k_per_seed"] = [int(r["chosen_k"]) for r in rows]
     return summary
 
 
@@ -312,7 +362,8 @@ def check_targets(summary: dict, smoke: bool) -> list[str]:
         metric = HEADLINE.get(name)
         if metric is None or "gmvae" not in methods:
             continue
-        others = {m: s[metric][0] for m, s in methods.items() if m != "gmvae"}
+        # gmvae_auto_k is the GMVAE too, at another K: not a baseline
+        others = {m: s[metric][0] for m, s in methods.items() if not m.startswith("gmvae")}
         if not others:
             continue
         best = max(others, key=others.get)
@@ -383,6 +434,31 @@ def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
         for name, method, s in conditioned:
             cells = [f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in ("condition_ari", "condition_nmi")]
             lines.append(f"| {name} | {method} | {' | '.join(cells)} |")
+    auto = [
+        (name, s)
+        for name, methods in summary.items()
+        for m, s in methods.items()
+        if m == "gmvae_auto_k"
+    ]
+    if auto:
+        lines += [
+            "",
+            f"K chosen without labels (gmvae_auto_k: GMVAE.compare_n_components among "
+            f"{K_CANDIDATES.start}–{K_CANDIDATES.stop - 1}), and the GMVAE's headline score at "
+            "that K and at the reference K (gmvae):",
+            "",
+            "| dataset | reference K | chosen K per seed | score at the chosen K | score at the reference K |",
+            "|---|---|---|---|---|",
+        ]
+        for name, s in auto:
+            metric = HEADLINE.get(name, "ari")
+            at_k = summary[name].get("gmvae", {}).get(metric)
+            cells = [f"{v[0]:.3f} ± {v[1]:.3f}" if v else "n/a" for v in (s.get(metric), at_k)]
+            seeds = ", ".join(str(k) for k in s["chosen_k_per_seed"])
+            lines.append(
+                f"| {name} | {s['true_k'][0]:.0f} | {seeds} | {metric.upper()} {cells[0]} | "
+                f"{metric.upper()} {cells[1]} |"
+            )
     return "\n".join([*lines, "", "Targets:", *target_lines, ""])
 
 

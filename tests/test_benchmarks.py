@@ -43,6 +43,14 @@ def test_quality_benchmark_smoke(tmp_path):
     # every dataset's headline score is set against its best baseline in the same table
     assert "- pbmc: GMVAE mean ARI" in table and "- mnist5k: GMVAE mean ACC" in table
     assert "- conditional: GMVAE mean ARI" in table and "best baseline" in table
+    # a row per dataset with the K chosen without labels, never counted as a baseline
+    assert "K chosen without labels" in table
+    for name, methods in summary.items():
+        auto = methods["gmvae_auto_k"]
+        assert len(auto["chosen_k_per_seed"]) == 2
+        assert all(k in quality.K_CANDIDATES for k in auto["chosen_k_per_seed"])
+        assert f"| {name} | {auto['true_k'][0]:.0f} |" in table
+    assert "best baseline in this table, gmvae_auto_k" not in table
 
 
 def test_quality_runs_over_other_seeds_merge_into_the_table_of_one_run(tmp_path):

@@ -184,8 +184,9 @@ def test_n_components_auto_chooses_k_without_labels_and_records_it(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     choice = metrics["n_components_choice"]
     assert metrics["n_components"] == choice["chosen"] == 3
-    assert sorted(int(k) for k in choice["bic"]) == [2, 3, 4, 5, 6]
-    assert min(choice["bic"], key=choice["bic"].get) == "3" and "BIC" in choice["criterion"]
+    assert sorted(int(k) for k in choice["score"]) == [2, 3, 4, 5, 6]
+    assert max(choice["score"], key=choice["score"].get) == "3"
+    assert "silhouette" in choice["criterion"]
     assert ad.read_h5ad(out / "adata.h5ad").obsm["gmvae_probabilities"].shape == (1_500, 3)
 
 

@@ -1,11 +1,12 @@
-"""Choosing K without labels: the BIC of the aggregate posterior recovers the number of types."""
+"""Choosing K without labels: clusters apart in a UMAP and in the latent give the number of types."""
 
 import numpy as np
 import pytest
 from conftest import QUIET
+from sklearn.datasets import load_digits
 
 import mixvi
-from mixvi.model._n_components import aggregate_posterior_bic
+from mixvi.model._n_components import separation_scores, worse_view
 
 PROPORTIONS = {
     3: [50, 30, 20],
@@ -35,22 +36,62 @@ def test_the_chosen_k_is_the_number_of_simulated_cell_types(true_k):
         selection_epochs=60,
     )
     assert list(table.index) == list(range(2, 12))
-    assert _chosen(table) == true_k, table["bic"].round(3).to_dict()
+    assert _chosen(table) == true_k, table["score"].round(3).to_dict()
 
 
-def test_bic_on_means_alone_would_split_but_on_draws_it_does_not():
-    # two well separated clusters, each spread more by posterior noise than by its means
-    rng = np.random.default_rng(0)
-    centre = np.repeat([[-4.0, 0.0], [4.0, 0.0]], 300, axis=0)
-    # uniform, not Gaussian: the means alone need more components
-    mean = centre + rng.uniform(-1, 1, centre.shape)
-    var = np.full_like(mean, 1.0)
-    table = aggregate_posterior_bic(mean, var, [1, 2, 3, 4, 6], seed=0)
-    assert _chosen(table) == 2
-    means_only = aggregate_posterior_bic(
-        mean, np.zeros_like(var), [1, 2, 3, 4, 6], n_draws=1, seed=0
+@pytest.mark.slow
+def test_the_chosen_k_on_ten_handwritten_digits_is_within_two_of_ten():
+    digits = load_digits()
+    adata = mixvi.data.images_to_anndata(digits.images / 16.0, labels=digits.target)
+    mixvi.model.GMVAE.setup_anndata(adata)
+    table = mixvi.model.GMVAE.compare_n_components(
+        adata,
+        range(2, 17),
+        model_kwargs={"likelihood": "bernoulli"},
+        train_kwargs=QUIET,
+        fit_models=False,
+        selection_epochs=100,
     )
-    assert _chosen(means_only) > 2
+    assert abs(_chosen(table) - 10) <= 2, table["score"].round(3).to_dict()
+
+
+def test_the_chosen_k_needs_both_views_to_agree():
+    # the UMAP view prefers 7 (it glues clusters), the latent view 11 (it splits one): K=9
+    # is second best in both, and the best worse view
+    ks = np.array([5, 7, 9, 11])
+    umap_view = np.array([0.50, 0.80, 0.75, 0.40])
+    latent_view = np.array([0.10, 0.12, 0.19, 0.20])
+    score = worse_view(umap_view, latent_view)
+    assert ks[np.argmax(score)] == 9
+    np.testing.assert_allclose(score, np.minimum(umap_view / 0.80, latent_view / 0.20))
+    # a view with no positive silhouette keeps its order; NaN (K = 1) stays NaN
+    score = worse_view(np.array([np.nan, -0.2, -0.1]), np.array([np.nan, 0.3, 0.2]))
+    assert np.isnan(score[0]) and score[2] > score[1]
+
+
+def test_separated_blobs_of_unequal_sizes_give_their_number():
+    rng = np.random.default_rng(0)
+    sizes = [400, 200, 100, 60]
+    centres = 6 * np.eye(4, 5)
+    mean = np.concatenate(
+        [c + rng.normal(size=(n, 5)) for c, n in zip(centres, sizes, strict=True)]
+    )
+    table = separation_scores(mean, [1, 2, 3, 4, 5, 6, 8], seed=0)
+    assert _chosen(table) == 4, table["score"].round(3).to_dict()
+    assert np.isnan(table.loc[1, "score"]) and not table.loc[1, "chosen"]
+    assert table[["silhouette_umap", "silhouette_latent"]].iloc[1:].notna().all().all()
+    assert list(table.columns) == ["silhouette_umap", "silhouette_latent", "score", "chosen"]
+    only = separation_scores(mean, [1], seed=0)
+    assert _chosen(only) == 1
+
+
+def test_the_silhouettes_of_many_cells_are_computed_on_a_subsample():
+    rng = np.random.default_rng(1)
+    mean = np.concatenate([rng.normal(size=(300, 3)), 8 + rng.normal(size=(300, 3))])
+    full = separation_scores(mean, [2, 3], seed=0)
+    sub = separation_scores(mean, [2, 3], seed=0, sample_size=200)
+    assert _chosen(full) == _chosen(sub) == 2
+    assert not np.allclose(full["silhouette_latent"], sub["silhouette_latent"])
 
 
 @pytest.mark.parametrize(

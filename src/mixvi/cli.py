@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
         "--n-components",
         type=_n_components,
         default=10,
-        help="gmvae: mixture components K, or auto: the K of lowest BIC among --k-range "
+        help="gmvae: mixture components K, or auto: the K whose clusters are best separated "
+        "among --k-range "
         "(GMVAE.compare_n_components, no labels) (default: 10)",
     )
     train.add_argument(
@@ -259,7 +260,7 @@ def run_train(args: argparse.Namespace) -> dict:
 
 
 def choose_n_components(adata, args: argparse.Namespace, model_kwargs: dict) -> dict:
-    """K for ``--n-components auto``: the lowest BIC of the aggregate posterior, no labels."""
+    """K for ``--n-components auto``: :meth:`GMVAE.compare_n_components`'s choice, no labels."""
     import mixvi
 
     low, high = args.k_range
@@ -280,12 +281,19 @@ def choose_n_components(adata, args: argparse.Namespace, model_kwargs: dict) -> 
         fit_models=False,
     )
     chosen = int(table.index[table["chosen"]][0])
-    logger.info("--n-components auto: chose K=%d of %d-%d by BIC", chosen, low, candidates[-1])
+    logger.info(
+        "--n-components auto: chose K=%d of %d-%d by cluster separation",
+        chosen,
+        low,
+        candidates[-1],
+    )
     return {
         "chosen": chosen,
-        "criterion": "lowest BIC of a diagonal Gaussian mixture on draws from q(z|x) of a VAE "
-        "pretraining (GMVAE.compare_n_components)",
-        "bic": {int(k): float(v) for k, v in table["bic"].items()},
+        "criterion": "highest worse silhouette (in a 2-D UMAP and in the latent of a VAE "
+        "pretraining, each relative to its best) of a Gaussian mixture's clusters on the UMAP "
+        "(GMVAE.compare_n_components)",
+        # K = 1 has no silhouette: null in the JSON, not NaN, which strict parsers refuse
+        "score": {int(k): (None if v != v else float(v)) for k, v in table["score"].items()},
     }
 
 

@@ -365,19 +365,20 @@ class GMVAE(ReferenceMappingMixin, VAE):
         train_kwargs: Mapping | None = None,
         fit_models: bool = True,
         selection_epochs: int | None = None,
-        n_draws: int = 10,
     ) -> pd.DataFrame:
-        """Choose K: the BIC of the aggregate posterior, next to one GMVAE per K.
+        """Choose K: clusters apart both in a UMAP of the latent and in the latent itself.
 
         **The choice** (column ``chosen``): one VAE is pretrained on all cells (the GMVAE's
-        pretraining with ``pretraining="vae"``); ``n_draws`` draws z ~ q(z|x) per cell
-        represent the aggregate posterior q(z), which the mixture prior has to match; a
-        diagonal Gaussian mixture is fitted to them for each candidate K, and the K with the
-        lowest BIC is chosen (see :func:`~mixvi.model._n_components.aggregate_posterior_bic`).
-        BIC trades the fit against the number of parameters, counting cells, not draws.
-        No labels are used. Fitting the posterior means alone ignores each cell's posterior
-        spread and keeps splitting clusters; the held-out ELBO barely moves with K, because
-        the decoder makes up for a coarse prior, so neither can choose.
+        pretraining with ``pretraining="vae"``); for each candidate K a full-covariance
+        Gaussian mixture clusters a 2-D UMAP of its posterior means, and the clusters'
+        silhouette is measured in the UMAP and in the latent. Each silhouette is divided by
+        its best over the candidates, and the K whose worse view is highest is chosen (see
+        :func:`~mixvi.model._n_components.separation_scores`). The UMAP makes curved
+        clusters compact, so a mixture needs one component for each; the latent keeps
+        UMAP's tears from counting as gaps. No labels are used. The held-out ELBO barely
+        moves with K, because the decoder makes up for a coarse prior, and the BIC of a
+        mixture in the latent splits or merges the clusters of images, so neither can choose.
+        K = 1 has no silhouette; it is chosen only when it is the only candidate.
 
         **The models** (``fit_models=True``): every K also gets a GMVAE trained on the same
         random ``train_size`` fraction of the cells, whose held-out ELBO and collapsed
@@ -392,7 +393,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         train_size
             Fraction of cells used for training the per-K models; the rest is held out.
         seed
-            Seed of the pretraining, the draws, the split and the training.
+            Seed of the pretraining, the UMAP and mixtures of the choice, the split and the training.
         collapse_threshold
             Weight below which a component counts as collapsed.
         model_kwargs, train_kwargs
@@ -403,12 +404,11 @@ class GMVAE(ReferenceMappingMixin, VAE):
         selection_epochs
             Epochs of the VAE pretraining behind the choice; by default
             ``train_kwargs["pretrain_epochs"]``, else half of scvi-tools' epoch heuristic.
-        n_draws
-            Draws of z per cell from q(z|x).
 
         Returns
         -------
-        One row per K with ``bic`` (per cell, lower is better), ``chosen`` (exactly one
+        One row per K with ``silhouette_umap``, ``silhouette_latent``, ``score`` (the worse
+        of the two, each relative to its best; higher is better), ``chosen`` (exactly one
         ``True``) and, with ``fit_models``, ``heldout_elbo`` (mean per cell; higher is
         better), ``train_elbo``, ``n_collapsed`` and ``collapsed`` (component indices).
 
@@ -427,7 +427,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         from scvi.model._utils import get_max_epochs_heuristic
 
         from .._settings import settings
-        from ._n_components import aggregate_posterior_bic, check_candidates
+        from ._n_components import check_candidates, separation_scores
 
         ks = check_candidates(n_components, adata.n_obs)
         if fit_models and not 0 < train_size < 1:
@@ -458,8 +458,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         }
         common["plan_kwargs"] = {"eps": 1e-8, **(train_kwargs.get("plan_kwargs") or {})}
         selector._pretrain(selection_epochs, "vae", common)
-        mean, var = selector.get_latent_representation(return_dist=True)
-        table = aggregate_posterior_bic(mean, var, ks, n_draws=n_draws, seed=seed)
+        table = separation_scores(selector.get_latent_representation(), ks, seed=seed)
         if not fit_models:
             return table
         rows = []

@@ -1,14 +1,22 @@
 """Choosing the number of mixture components K without labels.
 
 The held-out ELBO barely moves with K, because the decoder makes up for a coarse prior, so
-it cannot choose. What K should describe is the aggregate posterior q(z) = mean over cells
-of q(z|x): the distribution that the GMVAE's mixture prior has to match. Here q(z) is
-represented by draws z ~ q(z|x) from a VAE pretraining (whose posterior variances are
-trained), a diagonal Gaussian mixture is fitted to them for each candidate K, and the K
-with the lowest BIC is chosen. BIC's penalty counts the cells, not the draws, since the
-draws of one cell are not independent observations. Fitting the posterior means alone
-ignores how uncertain each cell's position is, and BIC then keeps splitting (on simulated
-counts with 3, 5 and 8 types it chose 8 to 11 components; on the draws, the true number).
+it cannot choose. What K should count are the groups of cells that lie apart in the latent
+space of a VAE pretraining. Each candidate K gets one partition of the cells: a
+full-covariance Gaussian mixture with K components on a 2-D UMAP of the posterior means
+(as the GMVAE's ``init="umap"`` start clusters, and as N2D does). The partition is scored
+by its silhouette twice:
+
+- in the UMAP, where curved clusters (digits written in several ways) become compact, so
+  that a mixture does not need several components for one of them;
+- in the latent itself, where UMAP's tears do not count: a cluster that UMAP cuts in two
+  stays one there, and two clusters that UMAP glues are still apart.
+
+Each silhouette is divided by its best over the candidates, and the chosen K has the best
+worse view (the highest minimum of the two). A K wins only where both views agree that its
+clusters are separated. Every Gaussian-mixture criterion tried before (BIC on posterior
+draws or on means, BIC/ICL on the UMAP, stability across subsamples) split or merged the
+clusters of images; their choices are tabled in the user guide.
 """
 
 from __future__ import annotations
@@ -37,51 +45,89 @@ def check_candidates(candidates: Sequence[int], n_obs: int) -> list[int]:
     return ks
 
 
-def aggregate_posterior_bic(
+def worse_view(*silhouettes: np.ndarray) -> np.ndarray:
+    """Per candidate, the smallest of its silhouettes, each divided by that view's best.
+
+    A silhouette is NaN where it is undefined (K = 1, or a partition with one cluster), and
+    so is the score. A view whose best silhouette is not positive has no separated
+    clusters at all; it is divided by the absolute value of its best, which keeps the order
+    of its candidates (the least bad stays highest).
+    """
+    views = []
+    for s in silhouettes:
+        s = np.asarray(s, dtype=float)
+        best = np.nanmax(s) if np.isfinite(s).any() else np.nan
+        views.append(s / abs(best) if best and np.isfinite(best) else s)
+    return np.min(views, axis=0)
+
+
+def separation_scores(
     mean: np.ndarray,
-    var: np.ndarray,
     candidates: Sequence[int],
-    n_draws: int = 10,
-    restarts: int = 10,
     seed: int = 0,
+    n_neighbors: int = 30,
+    restarts: int = 3,
+    sample_size: int = 5_000,
 ) -> pd.DataFrame:
-    """BIC of a diagonal Gaussian mixture on draws from the aggregate posterior, per candidate K.
+    """Silhouettes of a mixture's clusters on a UMAP of the latent, per candidate K.
 
     Parameters
     ----------
-    mean, var
-        Posterior means and variances of q(z|x), shape ``(n_cells, n_latent)``.
+    mean
+        Posterior means of q(z|x), shape ``(n_cells, n_latent)``.
     candidates
         The values of K.
-    n_draws
-        Draws of z per cell.
-    restarts
-        ``n_init`` of each GaussianMixture. Few restarts make the choice fragile: with 3, the
-        fit at the true K (8 simulated types) could stop in a local optimum whose BIC lost to
-        K + 1 on one machine and not on another; with 10 it found the better optimum.
     seed
-        Seed of the draws and the fits.
+        Seed of the UMAP, the mixtures and the silhouettes' subsample.
+    n_neighbors
+        ``n_neighbors`` of the 2-D UMAP (``min_dist`` 0, for tight clusters).
+    restarts
+        ``n_init`` of each GaussianMixture.
+    sample_size
+        Cells on which the silhouettes are computed (all of them up to this number): a
+        silhouette costs the square of the cells.
 
     Returns
     -------
-    One row per K (the index), with ``bic`` (lower is better, per cell) and ``chosen``
-    (``True`` for the K with the lowest BIC).
+    One row per K (the index), with ``silhouette_umap``, ``silhouette_latent`` (both of the
+    same partition; NaN for K = 1, which has no second cluster to be apart from),
+    ``score`` (:func:`worse_view` of the two) and ``chosen`` (``True`` for the highest
+    score; a single candidate is chosen whatever its score).
     """
+    import umap
+    from sklearn.metrics import silhouette_score
     from sklearn.mixture import GaussianMixture
 
-    rng = np.random.default_rng(seed)
-    n_cells, n_latent = mean.shape
-    draws = np.concatenate(
-        [mean + np.sqrt(var) * rng.standard_normal(mean.shape) for _ in range(n_draws)]
+    n_cells = mean.shape[0]
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=int(min(n_neighbors, max(2, n_cells - 1))),
+        min_dist=0.0,
+        random_state=seed,
+        n_jobs=1,
     )
+    embedding = reducer.fit_transform(mean)
+    sample = None
+    if n_cells > sample_size:
+        sample = np.random.default_rng(seed).choice(n_cells, sample_size, replace=False)
     rows = []
     for k in candidates:
-        gmm = GaussianMixture(
-            k, covariance_type="diag", n_init=restarts, reg_covar=1e-4, random_state=seed
-        ).fit(draws)
-        n_parameters = 2 * k * n_latent + k - 1
-        bic = -2 * n_cells * gmm.score(draws) + n_parameters * np.log(n_cells)
-        rows.append({"n_components": int(k), "bic": float(bic / n_cells)})
+        labels = GaussianMixture(
+            k, covariance_type="full", n_init=restarts, reg_covar=1e-4, random_state=seed
+        ).fit_predict(embedding)
+        row = {"n_components": int(k), "silhouette_umap": np.nan, "silhouette_latent": np.nan}
+        kept = labels if sample is None else labels[sample]
+        if len(np.unique(kept)) > 1:
+            for name, space in (("silhouette_umap", embedding), ("silhouette_latent", mean)):
+                row[name] = float(
+                    silhouette_score(space if sample is None else space[sample], kept)
+                )
+        rows.append(row)
     table = pd.DataFrame(rows).set_index("n_components")
-    table["chosen"] = table.index == table["bic"].idxmin()
+    table["score"] = worse_view(table["silhouette_umap"], table["silhouette_latent"])
+    if table["score"].notna().any():
+        best = table["score"].idxmax()
+    else:
+        best = table.index[0]
+    table["chosen"] = table.index == best
     return table
