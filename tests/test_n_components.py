@@ -20,6 +20,18 @@ def _chosen(table) -> int:
     return int(table.index[table["chosen"]][0])
 
 
+def _choice(adata, candidates, likelihood: str, epochs: int):
+    """compare_n_components' choice alone (no per-K models), quietly."""
+    return mixvi.model.GMVAE.compare_n_components(
+        adata,
+        candidates,
+        model_kwargs={"likelihood": likelihood},
+        train_kwargs=QUIET,
+        fit_models=False,
+        selection_epochs=epochs,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("true_k", [3, 5, 8])
 def test_the_chosen_k_is_the_number_of_simulated_cell_types(true_k):
@@ -27,14 +39,7 @@ def test_the_chosen_k_is_the_number_of_simulated_cell_types(true_k):
         n_cells=1_500, n_types=true_k, n_conditions=1, proportions=PROPORTIONS[true_k], seed=0
     )
     mixvi.model.GMVAE.setup_anndata(adata, layer="counts")
-    table = mixvi.model.GMVAE.compare_n_components(
-        adata,
-        range(2, 12),
-        model_kwargs={"likelihood": "nb"},
-        train_kwargs=QUIET,
-        fit_models=False,
-        selection_epochs=60,
-    )
+    table = _choice(adata, range(2, 12), "nb", epochs=60)
     assert list(table.index) == list(range(2, 12))
     assert _chosen(table) == true_k, table["score"].round(3).to_dict()
 
@@ -44,14 +49,7 @@ def test_the_chosen_k_on_ten_handwritten_digits_is_within_two_of_ten():
     digits = load_digits()
     adata = mixvi.data.images_to_anndata(digits.images / 16.0, labels=digits.target)
     mixvi.model.GMVAE.setup_anndata(adata)
-    table = mixvi.model.GMVAE.compare_n_components(
-        adata,
-        range(2, 17),
-        model_kwargs={"likelihood": "bernoulli"},
-        train_kwargs=QUIET,
-        fit_models=False,
-        selection_epochs=100,
-    )
+    table = _choice(adata, range(2, 17), "bernoulli", epochs=100)
     assert abs(_chosen(table) - 10) <= 2, table["score"].round(3).to_dict()
 
 

@@ -70,7 +70,7 @@ sc.pl.umap(adata, color=["bulk_labels", "leiden_X_vae", "gmvae_cluster"], wspace
 # %% [markdown]
 # ## Choosing K
 #
-# `chosen` marks the K with the lowest BIC of a Gaussian mixture on draws from the aggregate posterior of a VAE pretraining (no labels are used; see the user guide). Each K also gets a GMVAE trained on the same 90 % of the cells: the ELBO of the held-out 10 % and the collapsed components are listed next to it. pbmc68k_reduced's `bulk_labels` name 10 types, several of which overlap in expression.
+# `chosen` marks the K whose clusters lie furthest apart: a Gaussian mixture per K clusters a 2-D UMAP of a VAE pretraining's latent, and the K with the best worse silhouette, in the UMAP and in the latent, wins (no labels are used; see the user guide). Each K also gets a GMVAE trained on the same 90 % of the cells: the ELBO of the held-out 10 % and the collapsed components are listed next to it. pbmc68k_reduced's `bulk_labels` name 10 types, several of which overlap in expression.
 
 # %%
 table = mixvi.model.GMVAE.compare_n_components(
