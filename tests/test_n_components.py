@@ -112,3 +112,49 @@ def test_bad_candidates_are_refused_before_any_training(pbmc, candidates, messag
     monkeypatch.setattr(mixvi.model.GMVAE, "train", no_training)
     with pytest.raises(ValueError, match=message):
         mixvi.model.GMVAE.compare_n_components(pbmc, candidates, fit_models=False)
+
+
+@pytest.mark.slow
+def test_auto_n_components_builds_the_model_at_the_chosen_k_and_loads_without_choosing(
+    tmp_path, monkeypatch
+):
+    adata = mixvi.data.simulate_counts(
+        n_cells=1_500, n_types=5, n_conditions=1, proportions=PROPORTIONS[5], seed=0
+    )
+    mixvi.model.GMVAE.setup_anndata(adata, layer="counts")
+    mixvi.settings.seed = 0
+    model = mixvi.model.GMVAE(adata, n_components="auto", k_range=(2, 9), likelihood="nb")
+    table = model.n_components_choice_
+    assert list(table.index) == list(range(2, 10))
+    assert model.module.n_components == _chosen(table) == 5, table["score"].round(3).to_dict()
+    # compare_n_components' own table (its choice alone), not another criterion
+    assert list(table.columns) == ["silhouette_umap", "silhouette_latent", "score", "chosen"]
+    model.train(max_epochs=2, pretrain_epochs=1, anchor_epochs=0, **QUIET)
+    model.save(tmp_path / "auto")
+
+    def no_choice(*args, **kwargs):
+        raise AssertionError("loading chose K again")
+
+    monkeypatch.setattr(mixvi.model.GMVAE, "compare_n_components", no_choice)
+    loaded = mixvi.model.GMVAE.load(tmp_path / "auto", adata=adata)
+    assert loaded.module.n_components == 5
+    assert loaded.get_cluster_probabilities().shape == (1_500, 5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_components": "many"}, "an integer or 'auto'"),
+        ({"n_components": "auto", "k_range": (5, 2)}, "needs 1 <= smallest <= largest"),
+        ({"n_components": "auto", "k_range": (0, 4)}, "needs 1 <= smallest <= largest"),
+    ],
+)
+def test_bad_auto_n_components_is_refused_before_any_training(pbmc, kwargs, message, monkeypatch):
+    mixvi.model.GMVAE.setup_anndata(pbmc)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the arguments were checked")
+
+    monkeypatch.setattr(mixvi.model.GMVAE, "_pretrain", no_training)
+    with pytest.raises(ValueError, match=message):
+        mixvi.model.GMVAE(pbmc, **kwargs)

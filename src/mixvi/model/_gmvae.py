@@ -41,13 +41,22 @@ class GMVAE(ReferenceMappingMixin, VAE):
     pretrain_history_, anchor_history_
         The history tables (as in ``model.history``) of the pretraining and anchored
         phases alone; ``model.history`` holds every epoch.
+    n_components_choice_
+        With ``n_components="auto"``: :meth:`compare_n_components`' table of the
+        candidates (``chosen`` marks K); otherwise ``None``.
 
     Parameters
     ----------
     adata
         AnnData registered with :meth:`setup_anndata`.
     n_components
-        Number of mixture components K.
+        Number of mixture components K, or ``"auto"``: K is chosen among ``k_range`` as
+        :meth:`compare_n_components` chooses it (``fit_models=False``; no labels). The
+        choice pretrains one VAE when the model is built; the chosen K is what
+        :meth:`save` records, so loading does not choose again.
+    k_range
+        With ``n_components="auto"``: the smallest and largest candidate K (the largest is
+        capped at the number of cells).
     n_latent, n_hidden, n_layers, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale, input_dropout_rate
         As in :class:`~mixvi.model.VAE`.
     prior_covariance
@@ -72,7 +81,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
     def __init__(
         self,
         adata: AnnData | None = None,
-        n_components: int = 10,
+        n_components: int | str = 10,
         n_latent: int = 10,
         n_hidden: int = 256,
         n_layers: int = 2,
@@ -83,10 +92,33 @@ class GMVAE(ReferenceMappingMixin, VAE):
         learn_scale: bool = True,
         input_dropout_rate: float = 0.0,
         prior_covariance: str = "diag",
+        k_range: tuple[int, int] = (2, 20),
     ) -> None:
         from ..module._gmvae import check_covariance
 
         check_covariance(prior_covariance)
+        choice = None
+        if isinstance(n_components, str):
+            # chosen before the module is built, whose prior has K components; not a local
+            # of its own name, so that init_params_ (and so save/load) record the chosen K
+            choice = self._choose_n_components(
+                adata,
+                n_components,
+                k_range,
+                {
+                    "n_latent": n_latent,
+                    "n_hidden": n_hidden,
+                    "n_layers": n_layers,
+                    "likelihood": likelihood,
+                    "n_samples": n_samples,
+                    "dropout_rate": dropout_rate,
+                    "use_batch_norm": use_batch_norm,
+                    "learn_scale": learn_scale,
+                    "input_dropout_rate": input_dropout_rate,
+                    "prior_covariance": prior_covariance,
+                },
+            )
+            n_components = int(choice.index[choice["chosen"]][0])
         if adata is not None and n_components > adata.n_obs:
             raise ValueError(
                 f"n_components={n_components} is larger than the number of observations ({adata.n_obs})."
@@ -109,7 +141,37 @@ class GMVAE(ReferenceMappingMixin, VAE):
             f", n_components={n_components}, prior_covariance={prior_covariance!r}"
         )
         self.init_params_ = self._get_init_params(locals())
+        self.n_components_choice_ = choice
         self._warn_small_conditions(n_components)
+
+    @classmethod
+    def _choose_n_components(
+        cls, adata: AnnData | None, value: str, k_range: tuple[int, int], model_kwargs: dict
+    ) -> pd.DataFrame:
+        """``n_components="auto"``: :meth:`compare_n_components`' choice among ``k_range``."""
+        from .._settings import settings
+
+        if value != "auto":
+            raise ValueError(f"n_components must be an integer or 'auto', got {value!r}.")
+        if adata is None:
+            raise ValueError("n_components='auto' needs the AnnData to choose K on.")
+        low, high = (int(k) for k in k_range)
+        if low < 1 or high < low:
+            raise ValueError(f"k_range={tuple(k_range)}: needs 1 <= smallest <= largest.")
+        candidates = range(low, min(high, adata.n_obs) + 1)
+        seed = settings.seed
+        table = cls.compare_n_components(
+            adata,
+            candidates,
+            seed=0 if seed is None else seed,
+            model_kwargs=model_kwargs,
+            fit_models=False,
+        )
+        settings.seed = seed  # the model is then seeded as if no choice had been made
+        logger.info(
+            "n_components='auto': K=%d of %d-%d", table.index[table["chosen"]][0], low, high
+        )
+        return table
 
     @classmethod
     def setup_anndata(
