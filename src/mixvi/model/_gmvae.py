@@ -752,13 +752,16 @@ def _with_posterior_variance(start: MixtureStart, z_var: np.ndarray | None) -> M
     return start
 
 
-def _umap_embedding(z: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
-    """A 10-D UMAP of ``z`` with tight clusters (min_dist 0)."""
+def _umap_embedding(
+    z: np.ndarray, seed: int, n_neighbors: int = 15, n_dims: int = 10
+) -> np.ndarray:
+    """An ``n_dims``-D UMAP of ``z`` with tight clusters (min_dist 0): the mixture start's
+    (10-D) and the choice of K's (2-D)."""
     import umap
 
     n_neighbors = int(min(n_neighbors, max(2, z.shape[0] - 1)))
     reducer = umap.UMAP(
-        n_components=min(10, max(2, z.shape[0] - 2)),
+        n_components=min(n_dims, max(2, z.shape[0] - 2)),
         n_neighbors=n_neighbors,
         min_dist=0.0,
         random_state=seed,

@@ -94,34 +94,24 @@ def separation_scores(
     ``score`` (:func:`worse_view` of the two) and ``chosen`` (``True`` for the highest
     score; a single candidate is chosen whatever its score).
     """
-    import umap
     from sklearn.metrics import silhouette_score
     from sklearn.mixture import GaussianMixture
 
-    n_cells = mean.shape[0]
-    reducer = umap.UMAP(
-        n_components=2,
-        n_neighbors=int(min(n_neighbors, max(2, n_cells - 1))),
-        min_dist=0.0,
-        random_state=seed,
-        n_jobs=1,
-    )
-    embedding = reducer.fit_transform(mean)
-    sample = None
-    if n_cells > sample_size:
-        sample = np.random.default_rng(seed).choice(n_cells, sample_size, replace=False)
+    from ._gmvae import _umap_embedding
+
+    embedding = _umap_embedding(mean, seed, n_neighbors, n_dims=2)
+    sample = slice(None)  # every cell, or a subsample fixed for every K
+    if mean.shape[0] > sample_size:
+        sample = np.random.default_rng(seed).choice(mean.shape[0], sample_size, replace=False)
+    views = {"silhouette_umap": embedding[sample], "silhouette_latent": mean[sample]}
     rows = []
     for k in candidates:
         labels = GaussianMixture(
             k, covariance_type="full", n_init=restarts, reg_covar=1e-4, random_state=seed
-        ).fit_predict(embedding)
-        row = {"n_components": int(k), "silhouette_umap": np.nan, "silhouette_latent": np.nan}
-        kept = labels if sample is None else labels[sample]
-        if len(np.unique(kept)) > 1:
-            for name, space in (("silhouette_umap", embedding), ("silhouette_latent", mean)):
-                row[name] = float(
-                    silhouette_score(space if sample is None else space[sample], kept)
-                )
+        ).fit_predict(embedding)[sample]
+        row = {"n_components": int(k), **dict.fromkeys(views, np.nan)}
+        if len(np.unique(labels)) > 1:
+            row |= {name: float(silhouette_score(x, labels)) for name, x in views.items()}
         rows.append(row)
     table = pd.DataFrame(rows).set_index("n_components")
     table["score"] = worse_view(table["silhouette_umap"], table["silhouette_latent"])
