@@ -300,6 +300,7 @@ def run_seed(
             "seconds": time.perf_counter() - t,
             "collapsed_components": gm.collapsed_components(),
             "elbo": float(gm.get_elbo()),
+            "phase_seconds": dict(gm.phase_seconds_),
             **({"chosen_k": n_components, "true_k": k} if method == "gmvae_auto_k" else {}),
         }
     return out
@@ -353,6 +354,11 @@ def summarise(results: dict) -> dict:
             } | {"n_seeds": len(rows)}
             if "chosen_k" in keys:
                 summary[name][method]["chosen_k_per_seed"] = [int(r["chosen_k"]) for r in rows]
+            if all("phase_seconds" in r for r in rows):
+                summary[name][method]["phase_seconds"] = {
+                    phase: float(np.mean([r["phase_seconds"][phase] for r in rows]))
+                    for phase in rows[0]["phase_seconds"]
+                }
     return summary
 
 
@@ -459,7 +465,40 @@ def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
                 f"| {name} | {s['true_k'][0]:.0f} | {seeds} | {metric.upper()} {cells[0]} | "
                 f"{metric.upper()} {cells[1]} |"
             )
+    lines += phase_lines(summary)
     return "\n".join([*lines, "", "Targets:", *target_lines, ""])
+
+
+def phase_lines(summary: dict) -> list[str]:
+    """The GMVAE's mean seconds per training phase, against the VAE baseline's whole fit."""
+    timed = [
+        (name, methods)
+        for name, methods in summary.items()
+        if "phase_seconds" in methods.get("gmvae", {})
+    ]
+    if not timed:
+        return []
+    lines = [
+        "",
+        "The GMVAE's time per phase (mean seconds over seeds; the UMAP is part of the mixture "
+        "start), against the VAE baseline's fit and clustering (vae_kmeans) in the same run:",
+        "",
+        "| dataset | pretraining | mixture start | of which UMAP | anchored | free | "
+        "GMVAE total | VAE | GMVAE / VAE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, methods in timed:
+        phases = methods["gmvae"]["phase_seconds"]
+        total = methods["gmvae"]["seconds"][0]
+        vae = methods.get("vae_kmeans", {}).get("seconds")
+        cells = [
+            f"{phases[p]:.0f}" for p in ("pretraining", "mixture_start", "umap", "anchored", "free")
+        ]
+        ratio = f"{total / vae[0]:.1f}" if vae else "n/a"
+        lines.append(
+            f"| {name} | {' | '.join(cells)} | {total:.0f} | {f'{vae[0]:.0f}' if vae else 'n/a'} | {ratio} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -51,6 +51,10 @@ def test_quality_benchmark_smoke(tmp_path):
         assert all(k in quality.K_CANDIDATES for k in auto["chosen_k_per_seed"])
         assert f"| {name} | {auto['true_k'][0]:.0f} |" in table
     assert "best baseline in this table, gmvae_auto_k" not in table
+    # the GMVAE's seconds per phase, set against the VAE's whole fit in the same run
+    phases = summary["mnist5k"]["gmvae"]["phase_seconds"]
+    assert phases["pretraining"] > 0 and phases["umap"] <= phases["mixture_start"]
+    assert "time per phase" in table and "| mnist5k | " in table.split("time per phase")[1]
 
 
 def test_quality_runs_over_other_seeds_merge_into_the_table_of_one_run(tmp_path):

@@ -143,6 +143,22 @@ def test_each_phase_keeps_a_history_of_its_own_epochs(pbmc):
     np.testing.assert_array_equal(whole[:2], pretrain)
     np.testing.assert_array_equal(whole[2:3], anchor)
     assert model.pretrain_history_["elbo_train"] is not model.history["elbo_train"]
+    # every phase ran, so each was timed; the UMAP is part of the mixture start
+    seconds = model.phase_seconds_
+    assert set(seconds) == {"pretraining", "mixture_start", "umap", "anchored", "free"}
+    assert min(seconds.values()) > 0
+    assert seconds["umap"] <= seconds["mixture_start"]
+
+
+def test_phases_that_do_not_run_take_no_time(pbmc):
+    mixvi.model.GMVAE.setup_anndata(pbmc)
+    model = mixvi.model.GMVAE(pbmc, n_components=3, n_hidden=16, n_layers=1)
+    model.train(max_epochs=2, pretrain_epochs=1, init="gmm", **QUIET)  # no UMAP, no anchor
+    assert model.phase_seconds_["umap"] == model.phase_seconds_["anchored"] == 0
+    assert model.phase_seconds_["mixture_start"] > 0
+    model.train(max_epochs=2, **QUIET)  # trained already: only the free phase runs again
+    assert model.phase_seconds_["free"] > 0
+    assert sum(model.phase_seconds_.values()) == model.phase_seconds_["free"]
 
 
 def test_more_components_than_cells_is_refused(pbmc):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,10 @@ class GMVAE(ReferenceMappingMixin, VAE):
     pretrain_history_, anchor_history_
         The history tables (as in ``model.history``) of the pretraining and anchored
         phases alone; ``model.history`` holds every epoch.
+    phase_seconds_
+        Wall-clock seconds of each phase of the last :meth:`train` call: ``"pretraining"``,
+        ``"mixture_start"`` (of which ``"umap"``, the embedding behind ``init="umap"``),
+        ``"anchored"`` and ``"free"``; a phase that did not run has 0.
     n_components_choice_
         With ``n_components="auto"``: :meth:`compare_n_components`' table of the
         candidates (``chosen`` marks K); otherwise ``None``.
@@ -283,11 +289,17 @@ class GMVAE(ReferenceMappingMixin, VAE):
         kwargs["plan_kwargs"] = {"eps": 1e-8, **(kwargs.get("plan_kwargs") or {})}
         common = {"lr": lr, "batch_size": batch_size, **kwargs}
         anchored = 0  # the anchored epochs count towards max_epochs only when they run
+        # the phases' costs differ by orders of magnitude across data (the UMAP start
+        # dominates on 70,000 images), so users and the benchmark can see where time goes
+        seconds = self.phase_seconds_ = dict.fromkeys(PHASES, 0.0)
         if pretrain_epochs > 0 and not self.is_trained_:
-            self._pretrain(pretrain_epochs, pretraining, common)
-            start = self.init_mixture(
-                method=init, gmm_restarts=gmm_restarts, umap_neighbors=umap_neighbors
-            )
+            with _timed(seconds, "pretraining"):
+                self._pretrain(pretrain_epochs, pretraining, common)
+            with _timed(seconds, "mixture_start"):
+                start = self.init_mixture(
+                    method=init, gmm_restarts=gmm_restarts, umap_neighbors=umap_neighbors
+                )
+            seconds["umap"] = self._umap_seconds
             if anchor_epochs > 0:
                 # on the module's device: a host-side table would be copied over at every step
                 gamma = torch.as_tensor(
@@ -296,7 +308,8 @@ class GMVAE(ReferenceMappingMixin, VAE):
                 self.module.anchor_log_gamma = torch.log(gamma.clamp_min(1e-8))
                 before = self._history_lengths()
                 try:
-                    super().train(max_epochs=anchor_epochs, kl_warmup_epochs=0, **common)
+                    with _timed(seconds, "anchored"):
+                        super().train(max_epochs=anchor_epochs, kl_warmup_epochs=0, **common)
                 finally:
                     self.module.anchor_log_gamma = None
                 self.anchor_history_ = self._history_since(before)
@@ -304,7 +317,8 @@ class GMVAE(ReferenceMappingMixin, VAE):
         remaining = max_epochs - anchored
         if remaining <= 0:
             return None
-        return super().train(max_epochs=remaining, kl_warmup_epochs=kl_warmup_epochs, **common)
+        with _timed(seconds, "free"):
+            return super().train(max_epochs=remaining, kl_warmup_epochs=kl_warmup_epochs, **common)
 
     def _pretrain(self, epochs: int, mode: str, common: Mapping) -> None:
         """The pretraining phase alone: an AE or a VAE, as ``mode`` says."""
@@ -412,6 +426,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
             covariance=self.module.covariance,
         )
         logger.info("%s start: log-likelihood per cell %.3f", method, start.log_likelihood)
+        self._umap_seconds = start.umap_seconds
         self.module.set_prior(start.weights, start.means, start.variances)
         return start.responsibilities
 
@@ -679,6 +694,19 @@ def _check_init(name: str, method: str, umap_neighbors: int) -> None:
         raise ValueError(f"umap_neighbors must be >= 2, got {umap_neighbors}.")
 
 
+PHASES = ("pretraining", "mixture_start", "umap", "anchored", "free")
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the wall-clock time of the block to ``seconds[phase]``."""
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] += time.perf_counter() - began
+
+
 @dataclass
 class MixtureStart:
     """A clustering of latent means turned into the GMVAE prior's π, μ and σ²."""
@@ -688,6 +716,7 @@ class MixtureStart:
     variances: np.ndarray
     responsibilities: np.ndarray
     log_likelihood: float  # per cell, of the GaussianMixture on the space it was fitted in
+    umap_seconds: float = 0.0  # of the embedding behind method="umap" (most of its cost)
 
 
 def mixture_start(
@@ -724,7 +753,9 @@ def mixture_start(
         resp = gmm.predict_proba(z)
         start = MixtureStart(gmm.weights_, gmm.means_, gmm.covariances_, resp, gmm.score(z))
         return _with_posterior_variance(start, z_var)
+    began = time.perf_counter()
     embedding = _umap_embedding(z, seed, umap_neighbors)
+    umap_seconds = time.perf_counter() - began
     gmm = GaussianMixture(
         n_components, covariance_type="full", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
     ).fit(embedding)
@@ -737,7 +768,9 @@ def mixture_start(
         variances = variances + 1e-4 * np.eye(z.shape[1])
     else:
         variances = np.maximum(resp.T @ z**2 / mass[:, None] - means**2, 0) + 1e-4
-    start = MixtureStart(mass / mass.sum(), means, variances, resp, gmm.score(embedding))
+    start = MixtureStart(
+        mass / mass.sum(), means, variances, resp, gmm.score(embedding), umap_seconds
+    )
     return _with_posterior_variance(start, z_var)
 
 
