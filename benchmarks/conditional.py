@@ -117,6 +117,10 @@ def sklearn_silhouettes(embedding: np.ndarray, types: np.ndarray, conditions: np
     return {"type_asw": type_asw, "condition_asw": float(np.mean(per_type))}
 
 
+# GMVAE.train's default, named so that the choice of K pretrains with the model's batches
+GMVAE_BATCH_SIZE = 128
+
+
 def run_seed(adata, seed: int, smoke: bool, methods: list[str]) -> dict:
     types = adata.obs["cell_type"].astype(str).to_numpy()
     conditions = adata.obs["condition"].astype(str).to_numpy()
@@ -146,10 +150,17 @@ def run_seed(adata, seed: int, smoke: bool, methods: list[str]) -> dict:
         mixvi.model.GMVAE.setup_anndata(work, layer="counts", condition_key="condition")
         n_components = k
         if method == "gmvae_auto_k":  # K chosen without the labels
-            n_components = chosen_k(work, {"likelihood": "nb"}, epochs // 2 or 1, 128, seed)
+            n_components = chosen_k(
+                work, {"likelihood": "nb"}, epochs // 2 or 1, GMVAE_BATCH_SIZE, seed
+            )
             mixvi.settings.seed = seed
         model = mixvi.model.GMVAE(work, n_components=n_components, likelihood="nb")
-        model.train(max_epochs=epochs, pretrain_epochs=epochs // 2 or 1, **quiet)
+        model.train(
+            max_epochs=epochs,
+            pretrain_epochs=epochs // 2 or 1,
+            batch_size=GMVAE_BATCH_SIZE,
+            **quiet,
+        )
         model.write_results(work)
         score(method, work.obs["gmvae_cluster"], work.obsm["X_gmvae"], time.perf_counter() - t)
         if method == "gmvae_auto_k":

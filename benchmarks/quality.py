@@ -48,6 +48,7 @@ from sklearn.cluster import KMeans
 
 import mixvi
 from mixvi.metrics import clustering_scores
+from mixvi.model import _n_components
 from mixvi.model._training_plan import LR_SCHEDULES
 
 RESULTS = Path(__file__).parent / "results"
@@ -323,7 +324,7 @@ def chosen_k(
         fit_models=False,
         selection_epochs=pretrain_epochs,
     )
-    return int(table.index[table["chosen"]][0])
+    return _n_components.chosen_k(table)
 
 
 SCORE_KEYS = (

@@ -5,7 +5,12 @@ import pytest
 from conftest import QUIET
 
 import mixvi
-from mixvi.model._n_components import separation_scores, worse_view
+from mixvi.model._n_components import (
+    chosen_k,
+    k_range_candidates,
+    separation_scores,
+    worse_view,
+)
 
 PROPORTIONS = {
     3: [50, 30, 20],
@@ -16,7 +21,16 @@ PROPORTIONS = {
 
 def _chosen(table) -> int:
     assert table["chosen"].sum() == 1
-    return int(table.index[table["chosen"]][0])
+    return chosen_k(table)
+
+
+def test_a_k_range_gives_its_candidates_capped_at_the_cells():
+    assert k_range_candidates(2, 5, 100, "k_range") == [2, 3, 4, 5]
+    assert k_range_candidates(3, 20, 6, "k_range") == [3, 4, 5, 6]
+    assert k_range_candidates(4, 4, 10, "k_range") == [4]
+    for low, high in ((5, 2), (0, 4)):
+        with pytest.raises(ValueError, match=rf"--k-range {low} {high}: needs 1 <= smallest"):
+            k_range_candidates(low, high, 10, f"--k-range {low} {high}")
 
 
 def _choice(adata, candidates, likelihood: str, epochs: int):

@@ -262,11 +262,10 @@ def run_train(args: argparse.Namespace) -> dict:
 def choose_n_components(adata, args: argparse.Namespace, model_kwargs: dict) -> dict:
     """K for ``--n-components auto``: :meth:`GMVAE.compare_n_components`'s choice, no labels."""
     import mixvi
+    from mixvi.model._n_components import chosen_k, k_range_candidates
 
     low, high = args.k_range
-    if low < 1 or high < low:
-        raise ValueError(f"--k-range {low} {high}: needs 1 <= MIN <= MAX.")
-    candidates = list(range(low, min(high, adata.n_obs) + 1))
+    candidates = k_range_candidates(low, high, adata.n_obs, f"--k-range {low} {high}")
     table = mixvi.model.GMVAE.compare_n_components(
         adata,
         candidates,
@@ -280,7 +279,7 @@ def choose_n_components(adata, args: argparse.Namespace, model_kwargs: dict) -> 
         },
         fit_models=False,
     )
-    chosen = int(table.index[table["chosen"]][0])
+    chosen = chosen_k(table)
     logger.info(
         "--n-components auto: chose K=%d of %d-%d by cluster separation",
         chosen,

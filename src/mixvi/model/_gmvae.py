@@ -161,10 +161,10 @@ class GMVAE(ReferenceMappingMixin, VAE):
             raise ValueError(f"n_components must be an integer or 'auto', got {value!r}.")
         if adata is None:
             raise ValueError("n_components='auto' needs the AnnData to choose K on.")
-        low, high = (int(k) for k in k_range)
-        if low < 1 or high < low:
-            raise ValueError(f"k_range={tuple(k_range)}: needs 1 <= smallest <= largest.")
-        candidates = range(low, min(high, adata.n_obs) + 1)
+        from ._n_components import chosen_k, k_range_candidates
+
+        low, high = k_range
+        candidates = k_range_candidates(low, high, adata.n_obs, f"k_range={tuple(k_range)}")
         seed = settings.seed
         table = cls.compare_n_components(
             adata,
@@ -174,9 +174,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
             fit_models=False,
         )
         settings.seed = seed  # the model is then seeded as if no choice had been made
-        logger.info(
-            "n_components='auto': K=%d of %d-%d", table.index[table["chosen"]][0], low, high
-        )
+        logger.info("n_components='auto': K=%d of %d-%d", chosen_k(table), low, high)
         return table
 
     @classmethod

@@ -45,6 +45,20 @@ def check_candidates(candidates: Sequence[int], n_obs: int) -> list[int]:
     return ks
 
 
+def k_range_candidates(low: int, high: int, n_obs: int, given: str) -> list[int]:
+    """The candidates ``low..high`` (the top capped at ``n_obs``), checked; ``given`` names
+    the argument as the caller spells it, for the error."""
+    low, high = int(low), int(high)
+    if low < 1 or high < low:
+        raise ValueError(f"{given}: needs 1 <= smallest <= largest.")
+    return list(range(low, min(high, n_obs) + 1))
+
+
+def chosen_k(table: pd.DataFrame) -> int:
+    """The K that :func:`separation_scores`' table marks ``chosen``."""
+    return int(table.index[table["chosen"]][0])
+
+
 def worse_view(*silhouettes: np.ndarray) -> np.ndarray:
     """Per candidate, the smallest of its silhouettes, each divided by that view's best.
 
