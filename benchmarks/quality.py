@@ -49,6 +49,7 @@ from sklearn.cluster import KMeans
 import mixvi
 from mixvi.metrics import clustering_scores
 from mixvi.model import _n_components
+from mixvi.model._gmvae import PHASES
 from mixvi.model._training_plan import LR_SCHEDULES
 
 RESULTS = Path(__file__).parent / "results"
@@ -492,9 +493,7 @@ def phase_lines(summary: dict) -> list[str]:
         phases = methods["gmvae"]["phase_seconds"]
         total = methods["gmvae"]["seconds"][0]
         vae = methods.get("vae_kmeans", {}).get("seconds")
-        cells = [
-            f"{phases[p]:.0f}" for p in ("pretraining", "mixture_start", "umap", "anchored", "free")
-        ]
+        cells = [f"{phases[p]:.0f}" for p in PHASES]
         ratio = f"{total / vae[0]:.1f}" if vae else "n/a"
         lines.append(
             f"| {name} | {' | '.join(cells)} | {total:.0f} | {f'{vae[0]:.0f}' if vae else 'n/a'} | {ratio} |"

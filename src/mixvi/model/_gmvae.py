@@ -294,10 +294,9 @@ class GMVAE(ReferenceMappingMixin, VAE):
             with _timed(seconds, "pretraining"):
                 self._pretrain(pretrain_epochs, pretraining, common)
             with _timed(seconds, "mixture_start"):
-                start = self.init_mixture(
-                    method=init, gmm_restarts=gmm_restarts, umap_neighbors=umap_neighbors
-                )
-            seconds["umap"] = self._umap_seconds
+                fitted = self._start_mixture(init, gmm_restarts, umap_neighbors)
+            seconds["umap"] = fitted.umap_seconds
+            start = fitted.responsibilities
             if anchor_epochs > 0:
                 # on the module's device: a host-side table would be copied over at every step
                 gamma = torch.as_tensor(
@@ -407,6 +406,19 @@ class GMVAE(ReferenceMappingMixin, VAE):
         -------
         Initial responsibilities, shape ``(n_obs, n_components)``.
         """
+        return self._start_mixture(
+            method, gmm_restarts, umap_neighbors, seed, posterior_variance
+        ).responsibilities
+
+    def _start_mixture(
+        self,
+        method: str,
+        gmm_restarts: int,
+        umap_neighbors: int,
+        seed: int | None = None,
+        posterior_variance: bool | None = None,
+    ) -> MixtureStart:
+        """:meth:`init_mixture`, returning the whole start (its UMAP time too)."""
         from .._settings import settings
 
         seed = settings.seed if seed is None else seed
@@ -424,9 +436,8 @@ class GMVAE(ReferenceMappingMixin, VAE):
             covariance=self.module.covariance,
         )
         logger.info("%s start: log-likelihood per cell %.3f", method, start.log_likelihood)
-        self._umap_seconds = start.umap_seconds
         self.module.set_prior(start.weights, start.means, start.variances)
-        return start.responsibilities
+        return start
 
     @classmethod
     def compare_n_components(
