@@ -225,6 +225,45 @@ def test_init_mixture_finds_the_blobs_without_labels(method):
         with pytest.raises(ValueError, match="umap_neighbors must be"):
             model.train(max_epochs=1, umap_neighbors=1)
         torch.testing.assert_close(model.module.prior_means, before)  # refused before training
+        # on a random 300 of the 1,000 cells, the rest placed by their neighbours
+        sub = model.init_mixture(method="umap", umap_cells=300)
+        assert adjusted_rand_score(labels, sub.argmax(1)) >= 0.9
+        with pytest.raises(ValueError, match="umap_cells must be"):
+            model.train(max_epochs=1, umap_cells=1)
+        torch.testing.assert_close(model.module.prior_means, before)
+
+
+def test_the_umap_start_embeds_at_most_umap_cells_and_places_the_rest(monkeypatch):
+    from mixvi.model import _gmvae
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[-4.0, 0.0], [4.0, 0.0], [0.0, 6.0]])
+    labels = rng.integers(0, 3, 900)
+    z = (centres[labels] + rng.normal(0, 0.5, (900, 2))).astype(np.float32)
+    embedded = []
+    real = _gmvae._umap_embedding
+
+    def recording(x, *args, **kwargs):
+        embedded.append(x.shape[0])
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(_gmvae, "_umap_embedding", recording)
+    sub = _gmvae.mixture_start(z, 3, "umap", 1, 15, 0, umap_cells=200)
+    full = _gmvae.mixture_start(z, 3, "umap", 1, 15, 0, umap_cells=None)
+    assert embedded == [200, 900]
+    assert sub.responsibilities.shape == (900, 3)
+    np.testing.assert_allclose(sub.responsibilities.sum(1), 1.0, rtol=1e-5)
+    assert adjusted_rand_score(labels, sub.responsibilities.argmax(1)) == 1.0
+    assert (
+        adjusted_rand_score(full.responsibilities.argmax(1), sub.responsibilities.argmax(1)) == 1.0
+    )
+    # the moments come from every cell, so the means sit at the blobs' centres either way
+    order = np.argsort(sub.means[:, 0] + 10 * sub.means[:, 1])
+    np.testing.assert_allclose(sub.means[order], centres[[0, 1, 2]], atol=0.15)
+    # more cells than there are: all of them, and no neighbour lookup
+    assert _gmvae._subsample(50, 100, 0).tolist() == list(range(50))
+    with pytest.raises(ValueError, match="umap_cells must be"):
+        _gmvae.mixture_start(z, 3, "umap", 1, 15, 0, umap_cells=0)
 
 
 def test_row_index_is_filled_for_new_anndata(trained_blobs):

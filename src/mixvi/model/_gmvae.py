@@ -221,6 +221,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         init: str = "auto",
         gmm_restarts: int = 5,
         umap_neighbors: int = 15,
+        umap_cells: int | None = None,
         anchor_epochs: int | None = None,
         pretraining: str = "auto",
         lr: float = 1e-3,
@@ -251,6 +252,9 @@ class GMVAE(ReferenceMappingMixin, VAE):
             Restarts of the GaussianMixture; the one with the highest likelihood is kept.
         umap_neighbors
             Neighbours of the UMAP behind ``init="umap"`` (see :meth:`init_mixture`).
+        umap_cells
+            The UMAP behind ``init="umap"`` is fitted on at most this many cells, drawn at
+            random (see :meth:`init_mixture`); ``None`` (default) fits it on all.
         anchor_epochs
             Epochs at the start during which q(c|x) stays fixed to the initial clustering
             (see :class:`~mixvi.module.GMVAEModule`), so that the encoder makes those
@@ -275,6 +279,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         if init == "auto":
             init = "gmm" if pretraining == "vae" else "umap"
         _check_init("init", init, umap_neighbors)
+        _check_umap_cells(umap_cells)
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if pretrain_epochs is None:
@@ -294,7 +299,9 @@ class GMVAE(ReferenceMappingMixin, VAE):
             with _timed(seconds, "pretraining"):
                 self._pretrain(pretrain_epochs, pretraining, common)
             with _timed(seconds, "mixture_start"):
-                fitted = self._start_mixture(init, gmm_restarts, umap_neighbors)
+                fitted = self._start_mixture(
+                    init, gmm_restarts, umap_neighbors, umap_cells=umap_cells
+                )
             seconds["umap"] = fitted.umap_seconds
             start = fitted.responsibilities
             if anchor_epochs > 0:
@@ -376,6 +383,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         umap_neighbors: int = 15,
         seed: int | None = None,
         posterior_variance: bool | None = None,
+        umap_cells: int | None = None,
     ) -> np.ndarray:
         """Start π, μ and σ² from a clustering of the latent means; no labels are used.
 
@@ -401,13 +409,20 @@ class GMVAE(ReferenceMappingMixin, VAE):
             posterior variances are trained; an autoencoder's are not. Components as narrow
             as the spread of the means alone (on simulated counts, 0.04 against a posterior
             variance of 0.57) made the free ELBO phase merge clusters and empty components.
+        umap_cells
+            ``"umap"`` only: fit the UMAP and its GaussianMixture on at most this many cells,
+            drawn at random; every other cell takes the mean responsibilities of its
+            ``umap_neighbors`` nearest fitted cells in the latent. UMAP's time grows faster
+            than the number of cells: on 70,000 Fashion-MNIST images 20,000 cut the UMAP
+            from about 170 s to 28 s, at about 0.02 lower ACC of the start (user guide).
+            ``None`` (default) fits on all cells.
 
         Returns
         -------
         Initial responsibilities, shape ``(n_obs, n_components)``.
         """
         return self._start_mixture(
-            method, gmm_restarts, umap_neighbors, seed, posterior_variance
+            method, gmm_restarts, umap_neighbors, seed, posterior_variance, umap_cells
         ).responsibilities
 
     def _start_mixture(
@@ -417,6 +432,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
         umap_neighbors: int,
         seed: int | None = None,
         posterior_variance: bool | None = None,
+        umap_cells: int | None = None,
     ) -> MixtureStart:
         """:meth:`init_mixture`, returning the whole start (its UMAP time too)."""
         from .._settings import settings
@@ -434,6 +450,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
             seed,
             z_var=z_var if posterior_variance else None,
             covariance=self.module.covariance,
+            umap_cells=umap_cells,
         )
         logger.info("%s start: log-likelihood per cell %.3f", method, start.log_likelihood)
         self.module.set_prior(start.weights, start.means, start.variances)
@@ -540,7 +557,7 @@ class GMVAE(ReferenceMappingMixin, VAE):
             key: value
             for key, value in train_kwargs.items()
             if key not in phases
-            and key not in ("init", "gmm_restarts", "umap_neighbors", "pretraining")
+            and key not in ("init", "gmm_restarts", "umap_neighbors", "umap_cells", "pretraining")
         }
         common["plan_kwargs"] = {"eps": 1e-8, **(train_kwargs.get("plan_kwargs") or {})}
         selector._pretrain(selection_epochs, "vae", common)
@@ -737,6 +754,7 @@ def mixture_start(
     seed: int,
     z_var: np.ndarray | None = None,
     covariance: str = "diag",
+    umap_cells: int | None = None,
 ) -> MixtureStart:
     """The clustering behind :meth:`GMVAE.init_mixture`, for any latent means ``z``.
 
@@ -746,11 +764,13 @@ def mixture_start(
     UMAP): variances for a diagonal prior, covariance matrices for a full one. With ``z_var``
     (the posterior variances), each component's variances also gain its members' mean
     posterior variance: the moments of the aggregate posterior rather than of the means
-    alone.
+    alone. With ``umap_cells``, the UMAP and its mixture see at most that many cells, drawn
+    at random (see :func:`_subsampled_responsibilities`).
     """
     from sklearn.mixture import GaussianMixture
 
     _check_init("method", method, umap_neighbors)
+    _check_umap_cells(umap_cells)
     if method == "gmm":
         gmm = GaussianMixture(
             n_components,
@@ -762,13 +782,14 @@ def mixture_start(
         resp = gmm.predict_proba(z)
         start = MixtureStart(gmm.weights_, gmm.means_, gmm.covariances_, resp, gmm.score(z))
         return _with_posterior_variance(start, z_var)
+    fitted = _subsample(z.shape[0], umap_cells, seed)
     began = time.perf_counter()
-    embedding = _umap_embedding(z, seed, umap_neighbors)
+    embedding = _umap_embedding(z[fitted], seed, umap_neighbors)
     umap_seconds = time.perf_counter() - began
     gmm = GaussianMixture(
         n_components, covariance_type="full", n_init=gmm_restarts, reg_covar=1e-4, random_state=seed
     ).fit(embedding)
-    resp = gmm.predict_proba(embedding)
+    resp = _subsampled_responsibilities(z, fitted, gmm.predict_proba(embedding), umap_neighbors)
     mass = resp.sum(axis=0) + 1e-10
     means = resp.T @ z / mass[:, None]
     if covariance == "full":
@@ -781,6 +802,42 @@ def mixture_start(
         mass / mass.sum(), means, variances, resp, gmm.score(embedding), umap_seconds
     )
     return _with_posterior_variance(start, z_var)
+
+
+def _check_umap_cells(umap_cells: int | None) -> None:
+    if umap_cells is not None and (isinstance(umap_cells, bool) or umap_cells < 2):
+        raise ValueError(f"umap_cells must be None or an integer >= 2, got {umap_cells!r}.")
+
+
+def _subsample(n_obs: int, umap_cells: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of the cells the UMAP start is fitted on: all, or ``umap_cells`` at random."""
+    if umap_cells is None or umap_cells >= n_obs:
+        return np.arange(n_obs)
+    return np.sort(np.random.default_rng(seed).choice(n_obs, umap_cells, replace=False))
+
+
+def _subsampled_responsibilities(
+    z: np.ndarray, fitted: np.ndarray, resp_fitted: np.ndarray, n_neighbors: int
+) -> np.ndarray:
+    """Responsibilities of every cell from those of the cells the UMAP start was fitted on.
+
+    A cell outside the subsample takes the mean responsibilities of its ``n_neighbors``
+    nearest fitted cells in the latent, which is what UMAP's own neighbourhood graph
+    would have tied it to. UMAP's cost grows faster than linearly with the cells (on
+    70,000 Fashion-MNIST images it was most of the mixture start), while 20,000 cells
+    hold a few thousand of each of ten clusters.
+    """
+    if len(fitted) == z.shape[0]:
+        return resp_fitted
+    from sklearn.neighbors import NearestNeighbors
+
+    resp = np.empty((z.shape[0], resp_fitted.shape[1]), dtype=resp_fitted.dtype)
+    resp[fitted] = resp_fitted
+    rest = np.setdiff1d(np.arange(z.shape[0]), fitted, assume_unique=True)
+    k = min(n_neighbors, len(fitted))
+    _, neighbours = NearestNeighbors(n_neighbors=k).fit(z[fitted]).kneighbors(z[rest])
+    resp[rest] = resp_fitted[neighbours].mean(axis=1)
+    return resp
 
 
 def _with_posterior_variance(start: MixtureStart, z_var: np.ndarray | None) -> MixtureStart:
