@@ -263,8 +263,9 @@ def test_the_umap_start_embeds_at_most_umap_cells_and_places_the_rest(monkeypatc
     np.testing.assert_allclose(sub.means[order], centres[[0, 1, 2]], atol=0.15)
     # more cells than there are: all of them, and no neighbour lookup
     assert _gmvae._subsample(50, 100, 0).tolist() == list(range(50))
-    with pytest.raises(ValueError, match="umap_cells must be"):
-        _gmvae.mixture_start(z, 3, "umap", 1, 15, 0, umap_cells=0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="umap_cells must be"):
+            _gmvae.mixture_start(z, 3, "umap", 1, 15, 0, umap_cells=bad)
 
 
 def test_row_index_is_filled_for_new_anndata(trained_blobs):

@@ -805,7 +805,14 @@ def mixture_start(
 
 
 def _check_umap_cells(umap_cells: int | None) -> None:
-    if umap_cells is not None and (isinstance(umap_cells, bool) or umap_cells < 2):
+    # checked before pretraining: a float would otherwise fail only at the draw, after it
+    if umap_cells is None:
+        return
+    if (
+        isinstance(umap_cells, bool)
+        or not isinstance(umap_cells, int | np.integer)
+        or umap_cells < 2
+    ):
         raise ValueError(f"umap_cells must be None or an integer >= 2, got {umap_cells!r}.")
 
 
