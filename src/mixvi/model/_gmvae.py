@@ -830,9 +830,8 @@ def _subsampled_responsibilities(
 
     A cell outside the subsample takes the mean responsibilities of its ``n_neighbors``
     nearest fitted cells in the latent, which is what UMAP's own neighbourhood graph
-    would have tied it to. UMAP's cost grows faster than linearly with the cells (on
-    70,000 Fashion-MNIST images it was most of the mixture start), while 20,000 cells
-    hold a few thousand of each of ten clusters.
+    would have tied it to. (Why subsample, and what it cost: ``init_mixture``'s
+    ``umap_cells``.)
     """
     if len(fitted) == z.shape[0]:
         return resp_fitted
