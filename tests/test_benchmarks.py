@@ -42,6 +42,12 @@ def test_quality_benchmark_smoke(tmp_path):
     assert "condition ARI" in table and "condition_ari" not in summary["pbmc"]["gmvae"]
     # every dataset's headline score is set against its best baseline in the same table
     assert "- pbmc: GMVAE mean ARI" in table and "- mnist5k: GMVAE mean ACC" in table
+    # a label-tuned dataset's target lines say it does not count; the others' do not
+    targets = [line for line in table.splitlines() if "GMVAE mean" in line]
+    assert all(
+        line.endswith("(labels guided a setting: does not count)") == line.startswith("- pbmc:")
+        for line in targets
+    )
     assert "- conditional: GMVAE mean ARI" in table and "best baseline" in table
     # a row per dataset with the K chosen without labels, never counted as a baseline
     assert "K chosen without labels" in table

@@ -63,7 +63,7 @@ def test_ae_reports_reconstruction_error(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["reconstruction_error"] > 0
 
 
-@pytest.mark.parametrize("init", ["umap", "gmm"])
+@pytest.mark.parametrize("init", ["umap", "gmm", "kmeans"])
 def test_gmvae_writes_clusters_and_cluster_metrics(tmp_path, init):
     out = tmp_path / "gmvae"
     code = main(

@@ -200,7 +200,7 @@ def test_anchor_fixes_q_c_to_the_given_responsibilities():
     assert not torch.allclose(free.kl_local["kl_local"], expected)
 
 
-@pytest.mark.parametrize("method", ["gmm", "umap"])
+@pytest.mark.parametrize("method", ["gmm", "umap", "kmeans"])
 def test_init_mixture_finds_the_blobs_without_labels(method):
     mixvi.settings.seed = 0
     adata, labels = _blobs(seed=1)
@@ -213,9 +213,11 @@ def test_init_mixture_finds_the_blobs_without_labels(method):
     assert adjusted_rand_score(labels, start.argmax(1)) >= 0.9
     np.testing.assert_allclose(model.component_weights, start.mean(0), atol=1e-3)
     with pytest.raises(ValueError, match="method must be"):
-        model.init_mixture(method="kmeans")
+        model.init_mixture(method="spectral")
     with pytest.raises(ValueError, match="init must be"):
-        model.train(max_epochs=1, init="kmeans")
+        model.train(max_epochs=1, init="spectral")
+    if method == "kmeans":  # hard clusters: each cell wholly in one component
+        assert set(np.unique(start)) == {0.0, 1.0}
     if method == "umap":
         wide = model.init_mixture(method="umap", umap_neighbors=50)
         assert adjusted_rand_score(labels, wide.argmax(1)) >= 0.9
@@ -266,6 +268,35 @@ def test_the_umap_start_embeds_at_most_umap_cells_and_places_the_rest(monkeypatc
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="umap_cells must be"):
             _gmvae.mixture_start(z, 3, "umap", 1, 15, 0, umap_cells=bad)
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_the_kmeans_start_is_the_moments_of_hard_clusters(covariance):
+    from sklearn.mixture import GaussianMixture
+
+    from mixvi.model import _gmvae
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[-4.0, 0.0], [4.0, 0.0], [0.0, 6.0]])
+    labels = rng.integers(0, 3, 900)
+    z = centres[labels] + rng.normal(0, 0.5, (900, 2)) * [1.0, 2.0]
+    start = _gmvae.mixture_start(z, 3, "kmeans", 2, 15, 0, covariance=covariance)
+    assert adjusted_rand_score(labels, start.responsibilities.argmax(1)) == 1.0
+    assert set(np.unique(start.responsibilities)) == {0.0, 1.0}
+    order = np.argsort(start.means[:, 0] + 10 * start.means[:, 1])
+    np.testing.assert_allclose(start.means[order], centres, atol=0.15)
+    np.testing.assert_allclose(start.weights[order], np.bincount(labels) / 900, atol=1e-6)
+    variances = (
+        start.variances if covariance == "full" else np.stack([np.diag(v) for v in start.variances])
+    )
+    # the axes' spreads are 0.5 and 1.0: the moments, not k-means' equal spheres
+    np.testing.assert_allclose(variances[:, 0, 0], 0.25, rtol=0.2)
+    np.testing.assert_allclose(variances[:, 1, 1], 1.0, rtol=0.2)
+    # the reported log-likelihood is z's under that mixture (sklearn scores it independently)
+    gmm = GaussianMixture(3, covariance_type="full")
+    gmm.weights_, gmm.means_, gmm.covariances_ = start.weights, start.means, variances
+    gmm.precisions_cholesky_ = np.linalg.cholesky(np.linalg.inv(variances))
+    assert start.log_likelihood == pytest.approx(gmm.score(z), rel=1e-6)
 
 
 def test_row_index_is_filled_for_new_anndata(trained_blobs):

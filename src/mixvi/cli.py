@@ -90,9 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--init",
-        choices=("auto", "umap", "gmm"),
+        choices=("auto", "umap", "gmm", "kmeans"),
         default="auto",
-        help="gmvae: how the mixture starts (default: auto, umap after an AE pretraining, gmm after a VAE's)",
+        help="gmvae: how the mixture starts (default: auto, umap after an AE pretraining, gmm after a VAE's; "
+        "kmeans: k-means on the latent)",
     )
     train.add_argument(
         "--pretrain-epochs",
