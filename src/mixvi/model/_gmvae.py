@@ -400,7 +400,8 @@ class GMVAE(ReferenceMappingMixin, VAE):
             responsibility-weighted moments of the latent means. ``"kmeans"``: k-means on
             the latent means, each cell wholly in its cluster, and π, μ and σ² the
             clusters' moments; it cuts equal spheres, which on pbmc68k_reduced matched the
-            labelled types better than the UMAP start did (user guide).
+            labelled types better than the UMAP start, though the ELBO preferred the UMAP
+            start there and on the other benchmark data (user guide).
         gmm_restarts
             ``n_init`` of the GaussianMixture (of k-means with ``"kmeans"``); the best fit
             is kept.
@@ -844,7 +845,7 @@ def _log_likelihood(
             for w, m, v in zip(weights, means, variances, strict=True)
         ],
         axis=-1,
-    ).reshape(z.shape[0], -1)
+    ).reshape(z.shape[0], -1)  # logpdf drops the cell axis when z has one row
     return float(logsumexp(log_density, axis=1).mean())
 
 
