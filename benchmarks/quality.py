@@ -395,11 +395,15 @@ def check_targets(summary: dict, smoke: bool) -> list[str]:
     return lines
 
 
+def tuned_with_labels(name: str) -> str:
+    """Which settings of dataset ``name`` labels helped choose ("" if none, or not a config)."""
+    return CONFIGS[name].tuned_with_labels if name in CONFIGS else ""
+
+
 def _label_guided(name: str) -> str:
     # the issue's rule: a dataset whose settings labels helped choose does not count
     # toward the target, met or not, and its every target line says so
-    tuned = name in CONFIGS and CONFIGS[name].tuned_with_labels
-    return " (labels guided a setting: does not count)" if tuned else ""
+    return " (labels guided a setting: does not count)" if tuned_with_labels(name) else ""
 
 
 def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
@@ -416,9 +420,9 @@ def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
             for src in meta.get("sources", [])
         ],
         *[
-            f"- {name}: labels guided a setting: {CONFIGS[name].tuned_with_labels}"
+            f"- {name}: labels guided a setting: {tuned_with_labels(name)}"
             for name in summary
-            if name in CONFIGS and CONFIGS[name].tuned_with_labels
+            if tuned_with_labels(name)
         ],
         "",
         "| dataset | method | ACC | NMI | ARI | seconds | seeds |",

@@ -366,3 +366,40 @@ def test_quality_merge_takes_an_older_conditional_run_without_acc(tmp_path):
         "| conditional | gmvae | n/a | 0.800 ± 0.000 | 0.900 ± 0.000 |"
         in (tmp_path / "quality.md").read_text()
     )
+
+
+def test_levers_benchmark_smoke(tmp_path):
+    levers = _load("levers")
+    summary = levers.main(["--smoke", "--datasets", "sim", "--seeds", "0", "--out", str(tmp_path)])
+    assert set(summary["sim"]) == set(levers.VARIANTS)
+    fitted = {"umap", "kmeans_start", "self_training", "merge_2k"}
+    for variant, scores in summary["sim"].items():
+        assert -1 <= scores["ari"][0] <= 1
+        # the ELBO is the label-free view of a fit; kmeans_latent and the baseline have none
+        assert ("elbo" in scores) == (variant in fitted)
+    saved = json.loads((tmp_path / "levers_smoke.json").read_text())
+    assert saved["meta"]["smoke"] is True and set(saved["per_seed"]["sim"]) == {"0"}
+    assert "| sim | merge_2k |" in (tmp_path / "levers_smoke.md").read_text()
+
+
+def test_entropy_merge_joins_the_components_that_share_cells():
+    """Components 0 and 1 split the same cells between them; 2 and 3 are apart: 0 joins 1."""
+    levers = _load("levers")
+    rng = np.random.default_rng(0)
+    share = rng.uniform(0.3, 0.7, 300)
+    gamma = np.zeros((600, 4))
+    gamma[:300, 0], gamma[:300, 1] = share, 1 - share
+    gamma[300:450, 2] = gamma[450:, 3] = 0.98
+    gamma[300:450, 3] = gamma[450:, 2] = 0.02
+    merged = levers.entropy_merge(gamma, 3)
+    assert len(np.unique(merged[:300])) == 1
+    assert len(set(merged[:300]) | set(merged[300:450]) | set(merged[450:])) == 3
+    assert len(np.unique(levers.entropy_merge(gamma, 2))) == 2
+
+
+def test_dec_target_sharpens_the_responsibilities():
+    levers = _load("levers")
+    gamma = np.array([[0.6, 0.4], [0.3, 0.7], [0.5, 0.5]])
+    target = levers.dec_target(gamma)
+    np.testing.assert_allclose(target.sum(1), 1)
+    assert target[0, 0] > gamma[0, 0] and target[1, 1] > gamma[1, 1]
