@@ -198,3 +198,31 @@ def test_n_components_auto_refuses_a_bad_range_before_training(tmp_path, capsys)
     assert not (out / "model").exists()
     with pytest.raises(SystemExit):
         main(["train", "--model", "gmvae", "--n-components", "many", "--out", str(out)])
+
+
+def test_umap_cells_reaches_the_mixture_start(tmp_path, monkeypatch):
+    from mixvi.model import _gmvae
+
+    embedded = []
+    real = _gmvae._umap_embedding
+
+    def record(z, *args, **kwargs):  # the real UMAP, counting the cells it is fitted on
+        embedded.append(len(z))
+        return real(z, *args, **kwargs)
+
+    monkeypatch.setattr(_gmvae, "_umap_embedding", record)
+    out = tmp_path / "sub"
+    argv = ["train", "--model", "gmvae", "--n-components", "4", "--init", "umap"]
+    argv += ["--umap-cells", "300", "--epochs", "2", "--pretrain-epochs", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert embedded == [300]  # of pbmc68k_reduced's 700 cells
+    assert json.loads((out / "metrics.json").read_text())["umap_cells"] == 300
+    assert ad.read_h5ad(out / "adata.h5ad").obsm["gmvae_probabilities"].shape == (700, 4)
+
+
+@pytest.mark.parametrize("value", ["1", "many", "2.5"])
+def test_umap_cells_is_refused_by_the_parser(tmp_path, value, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "gmvae", "--umap-cells", value, "--out", str(tmp_path / "x")])
+    assert "--umap-cells" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -30,6 +30,17 @@ def _n_components(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"an integer or auto, not {value!r}") from None
 
 
+def _umap_cells(value: str) -> int:
+    # argparse's own error, before any training: GMVAE.train would raise only after loading
+    try:
+        cells = int(value)
+    except ValueError:
+        cells = 0
+    if cells < 2:
+        raise argparse.ArgumentTypeError(f"an integer >= 2, not {value!r}")
+    return cells
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixvi", description="Autoencoder-family models on AnnData."
@@ -94,6 +105,13 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="gmvae: how the mixture starts (default: auto, umap after an AE pretraining, gmm after a VAE's; "
         "kmeans: k-means on the latent)",
+    )
+    train.add_argument(
+        "--umap-cells",
+        type=_umap_cells,
+        help="gmvae with the umap start: fit its UMAP on at most this many cells, drawn at random; "
+        "the others take the mean responsibilities of their nearest fitted cells in the latent; "
+        "on 70,000 images 20000 cut the UMAP from 160-187 s to 26-29 s (default: all cells)",
     )
     train.add_argument(
         "--pretrain-epochs",
@@ -178,6 +196,7 @@ def run_train(args: argparse.Namespace) -> dict:
     if args.model == "gmvae":
         train_kwargs["pretrain_epochs"] = args.pretrain_epochs
         train_kwargs["init"] = args.init
+        train_kwargs["umap_cells"] = args.umap_cells
         if args.n_components == "auto":
             choice = choose_n_components(adata, args, model_kwargs)
         model_kwargs["n_components"] = args.n_components if choice is None else choice["chosen"]
@@ -244,6 +263,7 @@ def run_train(args: argparse.Namespace) -> dict:
         if choice is not None:
             metrics["n_components_choice"] = choice
         metrics["init"] = args.init
+        metrics["umap_cells"] = args.umap_cells
         metrics["collapsed_components"] = model.collapsed_components()
     metrics = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in metrics.items()}
 
