@@ -17,6 +17,7 @@ Usage::
     python benchmarks/pretraining.py --seeds 0 1 2 --checkpoints 15 50 100 150 \\
         --accelerator gpu --compile --latents-only --out OUT     # on a GPU machine
     python benchmarks/pretraining.py --seeds 0 1 2 --checkpoints 15 50 100 150 --from-latents OUT
+    python benchmarks/pretraining.py --seeds 0 --checkpoints 50 200 500 1000 --n-obs 20000
     python benchmarks/pretraining.py --smoke                    # 500 images, 2 epochs (CI)
 """
 
@@ -40,10 +41,10 @@ RESULTS = Path(__file__).parent / "results"
 CONFIG = CONFIGS["fashion_mnist"]
 
 
-def load(smoke: bool):
+def load(smoke: bool, n_obs: int | None = None):
     import mixvi
 
-    adata = mixvi.data.fashion_mnist(split="all", n_obs=500 if smoke else None)
+    adata = mixvi.data.fashion_mnist(split="all", n_obs=500 if smoke else n_obs)
     return adata, adata.obs[CONFIG.label_key].astype(str).to_numpy()
 
 
@@ -166,13 +167,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--from-latents", type=Path, help="cluster the latents written by --latents-only"
     )
+    parser.add_argument(
+        "--n-obs",
+        type=int,
+        help="a class-stratified subset of this many images (all 70,000 by default): long "
+        "pretraining on a CPU",
+    )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default=None)
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.checkpoints = args.seeds[:1], [1, 2]
-    adata, labels = load(args.smoke)
+    adata, labels = load(args.smoke, args.n_obs)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in args.seeds:

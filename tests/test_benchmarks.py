@@ -403,3 +403,9 @@ def test_dec_target_sharpens_the_responsibilities():
     target = levers.dec_target(gamma)
     np.testing.assert_allclose(target.sum(1), 1)
     assert target[0, 0] > gamma[0, 0] and target[1, 1] > gamma[1, 1]
+
+
+def test_pretraining_benchmark_takes_a_subset_of_images():
+    pretraining = _load("pretraining")
+    adata, labels = pretraining.load(False, 300)
+    assert adata.n_obs == len(labels) == 300 and len(set(labels)) == 10
