@@ -54,7 +54,7 @@ from mixvi.metrics import clustering_scores
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quality import CONDITIONAL_METHODS as METHODS
-from quality import RESULTS, chosen_k, command_line, leiden_k, run_meta
+from quality import RESULTS, chosen_k, command_line, leiden_k, run_meta, summarise_methods
 
 PROPORTIONS = [35, 25, 20, 12, 8]
 CLUSTER_SCORES = ("type_acc", "type_ari", "type_nmi", "condition_ari", "condition_nmi")
@@ -210,18 +210,6 @@ def run_seed(adata, seed: int, smoke: bool, methods: list[str]) -> dict:
     return out
 
 
-def summarise(per_seed: dict) -> dict:
-    summary = {}
-    for method in METHODS:
-        rows = [r[method] for r in per_seed.values() if method in r]
-        if rows:
-            summary[method] = {
-                key: [float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows]))]
-                for key in rows[0]
-            } | {"n_seeds": len(rows)}
-    return summary
-
-
 def markdown(summary: dict, meta: dict) -> str:
     embedding = SCIB_SCORES if meta["integration_scorer"].startswith("scib") else SILHOUETTES
     columns = (*CLUSTER_SCORES, *embedding)
@@ -280,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
             flush=True,
         )
         meta["wall_seconds"] = time.perf_counter() - start
-        summary = summarise(per_seed)
+        summary = summarise_methods(per_seed, METHODS)
         text = markdown(summary, meta)
         stem.with_suffix(".md").write_text(text)
         stem.with_suffix(".json").write_text(

@@ -38,6 +38,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -340,6 +341,24 @@ SCORE_KEYS = (
 )
 
 
+def mean_sd(rows: list[dict], keys: Iterable[str]) -> dict:
+    """``[mean, sd]`` over seeds (one row each) of every score in ``keys``, and ``n_seeds``."""
+    return {
+        key: [float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows]))]
+        for key in keys
+    } | {"n_seeds": len(rows)}
+
+
+def summarise_methods(per_seed: dict, methods: Iterable[str]) -> dict:
+    """Per method with rows: :func:`mean_sd` of the scores its first seed's row has."""
+    summary = {}
+    for method in methods:
+        rows = [r[method] for r in per_seed.values() if method in r]
+        if rows:
+            summary[method] = mean_sd(rows, rows[0])
+    return summary
+
+
 def summarise(results: dict) -> dict:
     """Mean and sd over seeds of every score, per dataset and method."""
     summary: dict = {}
@@ -350,10 +369,7 @@ def summarise(results: dict) -> dict:
             if not rows:
                 continue
             keys = [k for k in SCORE_KEYS if all(k in r for r in rows)]
-            summary[name][method] = {
-                key: (float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows])))
-                for key in keys
-            } | {"n_seeds": len(rows)}
+            summary[name][method] = mean_sd(rows, keys)
             if "chosen_k" in keys:
                 summary[name][method]["chosen_k_per_seed"] = [int(r["chosen_k"]) for r in rows]
             if all("phase_seconds" in r for r in rows):
