@@ -53,8 +53,9 @@ import mixvi
 from mixvi.metrics import clustering_scores
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality import CONDITIONAL_METHODS as METHODS
-from quality import RESULTS, chosen_k, command_line, leiden_k, run_meta, summarise_methods
+from common import RESULTS, chosen_k, command_line, leiden_k, run_meta, summarise_methods
+
+METHODS = ("gmvae", "gmvae_auto_k", "cvae_kmeans", "cvae_leiden", "scvi_leiden", "pca_leiden")
 
 PROPORTIONS = [35, 25, 20, 12, 8]
 CLUSTER_SCORES = ("type_acc", "type_ari", "type_nmi", "condition_ari", "condition_nmi")
@@ -156,7 +157,7 @@ def run_seed(adata, seed: int, smoke: bool, methods: list[str]) -> dict:
             mixvi.settings.seed = seed
         model = mixvi.model.GMVAE(work, n_components=n_components, likelihood="nb")
         model.train(
-            max_epochs=epochs,
+            max_epochs=epochs + (epochs // 2 or 1),
             pretrain_epochs=epochs // 2 or 1,
             batch_size=GMVAE_BATCH_SIZE,
             **quiet,

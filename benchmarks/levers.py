@@ -40,17 +40,16 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import scanpy as sc
-import torch
 from sklearn.cluster import KMeans
 
 sys.path.insert(0, str(Path(__file__).parent))
 import quality
+from common import RESULTS, command_line, provenance, run_meta, summarise_methods, write_results
 from quality import CONFIGS, HEADLINE, Config
 
 import mixvi
 from mixvi.metrics import clustering_scores
 
-RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("umap", "kmeans_start", "self_training", "merge_2k", "kmeans_latent", "kmeans_pca50")
 ROUNDS = 5  # self-training rounds over the free epochs
 # the simulation takes pbmc's network and epochs: carried over, not tuned on it
@@ -136,23 +135,17 @@ def fit(
         "init": "kmeans" if variant == "kmeans_start" else "umap",
         **cfg.gmvae_train,
     }
+    pretraining = start["pretrain_epochs"]
     if variant != "self_training":
-        model.train(max_epochs=epochs, anchor_epochs=anchored, **start, **common)
+        model.train(max_epochs=pretraining + epochs, anchor_epochs=anchored, **start, **common)
         return model
-    # stop after the anchored epochs; a trained model's next train() runs free epochs only
-    model.train(max_epochs=anchored, anchor_epochs=anchored, **start, **common)
+    # stop after the anchored epochs, then anchor each round to DEC's target
+    model.train(max_epochs=pretraining + anchored, anchor_epochs=anchored, **start, **common)
     free = epochs - anchored
     per_round = [free // ROUNDS + (r < free % ROUNDS) for r in range(ROUNDS)]
-    device = model.module.prior_means.device
     for n in filter(None, per_round):
         target = dec_target(model.get_cluster_probabilities())
-        model.module.anchor_log_gamma = torch.log(
-            torch.as_tensor(target, dtype=torch.float32, device=device).clamp_min(1e-8)
-        )
-        try:
-            model.train(max_epochs=n, **common)
-        finally:
-            model.module.anchor_log_gamma = None
+        model.train_anchored(n, responsibilities=target, **common)
     return model
 
 
@@ -221,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.datasets:
         if name != "sim" and name not in CONFIGS:
             parser.error(f"unknown dataset {name!r}; choose among sim, {', '.join(CONFIGS)}")
-    meta = quality.run_meta(quality.command_line(argv), args.seeds, args.smoke)
+    meta = run_meta(command_line(argv), args.seeds, args.smoke)
     t0 = time.perf_counter()
     results: dict = {}
     for name in args.datasets:
@@ -230,9 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
             results[name][seed] = run_seed(name, seed, args.smoke, args.variants)
             print(json.dumps({"dataset": name, "seed": seed, **results[name][seed]}), flush=True)
     meta["wall_seconds"] = time.perf_counter() - t0
-    summary = {
-        name: quality.summarise_methods(per_seed, VARIANTS) for name, per_seed in results.items()
-    }
+    summary = {name: summarise_methods(per_seed, VARIANTS) for name, per_seed in results.items()}
     guided = [
         f"- {name}: labels guided a setting: {quality.tuned_with_labels(name)}"
         for name in args.datasets
@@ -240,11 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     text = "\n".join(
         [
-            "# The mixture start, and levers after it",
-            "",
-            f"- command: `{meta['command']}`",
-            f"- commit: `{meta['commit']}`",
-            f"- machine: {meta['machine']}",
+            *provenance("The mixture start, and levers after it", meta),
             f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
             *guided,
             "",
@@ -254,11 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(text)
     stem = args.out / (args.name + ("_smoke" if args.smoke else ""))
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "summary": summary, "per_seed": results}, indent=1)
-    )
+    write_results(stem, text, {"meta": meta, "summary": summary, "per_seed": results})
     return summary
 
 

@@ -3,7 +3,7 @@
 For each seed, pretrains the GMVAE of ``quality.py``'s Fashion-MNIST config (a denoising
 autoencoder, 20 % of pixels masked) once, keeps the latent means at every checkpoint epoch,
 then starts the mixture from each with the GMVAE's own clustering
-(:func:`mixvi.model._gmvae.mixture_start`: UMAP, then a GaussianMixture) and scores that
+(:func:`mixvi.model.mixture_start`: UMAP, then a GaussianMixture) and scores that
 start against the labels. Labels are used for scoring only.
 
 The two halves can run on different machines. UMAP runs single-threaded (for
@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS
 from quality import CONFIGS
 from speed import report
 
 from mixvi.model._training_plan import LR_SCHEDULES
 
-RESULTS = Path(__file__).parent / "results"
 CONFIG = CONFIGS["fashion_mnist"]
 
 
@@ -61,7 +61,6 @@ def pretrain(
     from lightning.pytorch.callbacks import Callback
 
     import mixvi
-    from mixvi.model._base import MixviModel
 
     mixvi.settings.seed = seed
     mixvi.model.GMVAE.setup_anndata(adata)
@@ -95,16 +94,14 @@ def pretrain(
             module.train()
             latents[trainer.current_epoch + 1] = torch.cat(means).numpy()
 
-    # GMVAE.train's pretraining phase (an autoencoder loss while module.pretraining is set),
-    # with its Adam eps, run to the last checkpoint
-    model.module.pretraining = True
-    MixviModel.train(
-        model,
-        max_epochs=max(checkpoints),
+    # the GMVAE's pretraining phase (an autoencoder), run to the last checkpoint
+    model.pretrain(
+        max(checkpoints),
+        "ae",
         batch_size=CONFIG.batch_size,
         accelerator=accelerator,
         train_size=1.0,
-        plan_kwargs={"eps": 1e-8, "compile": compile_, "lr_schedule": lr_schedule},
+        plan_kwargs={"compile": compile_, "lr_schedule": lr_schedule},
         callbacks=[Keep()],
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -115,11 +112,16 @@ def pretrain(
 def score(z: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     """The GMVAE's UMAP + GMM start on ``z``, scored against the labels."""
     from mixvi.metrics import clustering_scores
-    from mixvi.model._gmvae import mixture_start
+    from mixvi.model import mixture_start
 
     t = time.perf_counter()
     start = mixture_start(
-        z.astype(np.float32), 10, "umap", 5, CONFIG.gmvae_train["umap_neighbors"], seed
+        z.astype(np.float32),
+        10,
+        "umap",
+        5,
+        CONFIG.gmvae_train["start_kwargs"]["umap_neighbors"],
+        seed,
     )
     scores = clustering_scores(labels, start.responsibilities.argmax(1))
     return {
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         name = args.name or ("pretraining_smoke" if args.smoke else "pretraining")
         notes = [
             f"- Fashion-MNIST ({adata.n_obs} images), quality.py's GMVAE config; the start is "
-            f"UMAP ({CONFIG.gmvae_train['umap_neighbors']} neighbours) + a full GaussianMixture (5 restarts), "
+            f"UMAP ({CONFIG.gmvae_train['start_kwargs']['umap_neighbors']} neighbours) + a full GaussianMixture (5 restarts), "
             "UMAP and GMM seeded with the pretraining seed",
             f"- pretraining learning rate: {args.lr_schedule}"
             + (

@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,25 +44,27 @@ import numpy as np
 import scanpy as sc
 from sklearn.cluster import KMeans
 
+sys.path.insert(0, str(Path(__file__).parent))
+import conditional
+from common import (
+    K_CANDIDATES,
+    RESULTS,
+    chosen_k,
+    command_line,
+    leiden_k,
+    mean_sd,
+    provenance,
+    run_meta,
+    write_results,
+)
+from conditional import METHODS as CONDITIONAL_METHODS
+
 import mixvi
 from mixvi.metrics import clustering_scores
-from mixvi.model import _n_components
-from mixvi.model._gmvae import PHASES
+from mixvi.model._phases import PHASES
 from mixvi.model._training_plan import LR_SCHEDULES
 
-RESULTS = Path(__file__).parent / "results"
 METHODS = ("kmeans_pca50", "pca_leiden", "vae_kmeans", "vae_leiden", "gmvae", "gmvae_auto_k")
-# conditional.py's methods (it imports them from here: it imports this module already)
-CONDITIONAL_METHODS = (
-    "gmvae",
-    "gmvae_auto_k",
-    "cvae_kmeans",
-    "cvae_leiden",
-    "scvi_leiden",
-    "pca_leiden",
-)
-# the candidates of gmvae_auto_k, the same on every dataset, so that no label sets the range
-K_CANDIDATES = range(2, 21)
 ALL_METHODS = tuple(dict.fromkeys([*METHODS, *CONDITIONAL_METHODS]))
 # the score a user would pick a clustering by: ACC on image classes, ARI on cell types
 HEADLINE = {"fashion_mnist": "acc", "mnist5k": "acc", "pbmc": "ari", "conditional": "ari"}
@@ -109,7 +108,7 @@ CONFIGS = {
             "use_batch_norm": False,
             "input_dropout_rate": 0.2,
         },
-        gmvae_train={"umap_neighbors": 50},
+        gmvae_train={"start_kwargs": {"umap_neighbors": 50}},
     ),
     # Full-covariance components keep the UMAP start's clusters (diagonal ones lost ~0.09 ACC
     # at the start); chosen by the ELBO, which is higher with them (user guide, the levers)
@@ -152,8 +151,6 @@ def dataset_methods(name: str) -> tuple[str, ...]:
 
 def run_conditional_seed(adata: ad.AnnData, seed: int, smoke: bool, methods: list[str]) -> dict:
     """The conditional benchmark's methods, in this table's terms (scores against the type)."""
-    import conditional  # imports this module: load it only when it is needed
-
     rows = conditional.run_seed(
         adata, seed, smoke, [m for m in CONDITIONAL_METHODS if m in methods]
     )
@@ -175,8 +172,6 @@ def conditional_row(r: dict) -> dict:
 
 def load(name: str, smoke: bool) -> ad.AnnData:
     if name == "conditional":
-        import conditional
-
         return conditional.simulate(smoke)
     if name == "fashion_mnist":
         adata = mixvi.data.fashion_mnist(split="all")
@@ -190,32 +185,6 @@ def load(name: str, smoke: bool) -> ad.AnnData:
         rng = np.random.default_rng(0)
         adata = adata[np.sort(rng.choice(adata.n_obs, min(300, adata.n_obs), replace=False))].copy()
     return adata
-
-
-def leiden_k(adata: ad.AnnData, use_rep: str, k: int, seed: int) -> np.ndarray:
-    """Leiden clusters with the resolution bisected until there are ``k`` clusters (or closest)."""
-    sc.pp.neighbors(adata, use_rep=use_rep, random_state=seed, key_added="bench")
-    lo, hi, best = 0.01, 5.0, None
-    for _ in range(12):
-        res = np.sqrt(lo * hi)
-        sc.tl.leiden(
-            adata,
-            resolution=res,
-            random_state=seed,
-            neighbors_key="bench",
-            key_added="bench_leiden",
-            flavor="igraph",
-            n_iterations=2,
-            directed=False,
-        )
-        labels = adata.obs["bench_leiden"].astype(int).to_numpy()
-        n = labels.max() + 1
-        if best is None or abs(n - k) < abs(best.max() + 1 - k):
-            best = labels
-        if n == k:
-            break
-        lo, hi = (res, hi) if n < k else (lo, res)
-    return best
 
 
 def run_seed(
@@ -289,7 +258,7 @@ def run_seed(
             mixvi.settings.seed = seed
         gm = mixvi.model.GMVAE(work, n_components=n_components, **model_kwargs)
         gm.train(
-            max_epochs=epochs(cfg.gmvae_epochs),
+            max_epochs=epochs(cfg.pretrain_epochs) + epochs(cfg.gmvae_epochs),
             pretrain_epochs=epochs(cfg.pretrain_epochs),
             anchor_epochs=0 if smoke else cfg.anchor_epochs,
             batch_size=cfg.batch_size,
@@ -309,26 +278,6 @@ def run_seed(
     return out
 
 
-def chosen_k(
-    adata: ad.AnnData, model_kwargs: dict, pretrain_epochs: int, batch_size: int, seed: int
-) -> int:
-    """The K of ``GMVAE.compare_n_components`` among :data:`K_CANDIDATES`, without labels."""
-    table = mixvi.model.GMVAE.compare_n_components(
-        adata,
-        [k for k in K_CANDIDATES if k <= adata.n_obs],
-        seed=seed,
-        model_kwargs=model_kwargs,
-        train_kwargs={
-            "batch_size": batch_size,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-        },
-        fit_models=False,
-        selection_epochs=pretrain_epochs,
-    )
-    return _n_components.chosen_k(table)
-
-
 SCORE_KEYS = (
     "acc",
     "nmi",
@@ -339,24 +288,6 @@ SCORE_KEYS = (
     "chosen_k",
     "true_k",
 )
-
-
-def mean_sd(rows: list[dict], keys: Iterable[str]) -> dict:
-    """``[mean, sd]`` over seeds (one row each) of every score in ``keys``, and ``n_seeds``."""
-    return {
-        key: [float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows]))]
-        for key in keys
-    } | {"n_seeds": len(rows)}
-
-
-def summarise_methods(per_seed: dict, methods: Iterable[str]) -> dict:
-    """Per method with rows: :func:`mean_sd` of the scores its first seed's row has."""
-    summary = {}
-    for method in methods:
-        rows = [r[method] for r in per_seed.values() if method in r]
-        if rows:
-            summary[method] = mean_sd(rows, rows[0])
-    return summary
 
 
 def summarise(results: dict) -> dict:
@@ -424,11 +355,7 @@ def _label_guided(name: str) -> str:
 
 def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
     lines = [
-        "# Clustering quality",
-        "",
-        f"- command: `{meta['command']}`",
-        f"- commit: `{meta['commit']}`",
-        f"- machine: {meta['machine']}",
+        *provenance("Clustering quality", meta),
         f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
         *[
             f"- from `{src['file']}` (commit `{src['commit']}`): "
@@ -662,54 +589,8 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
 def _write(stem: Path, results: dict, meta: dict) -> tuple[dict, str]:
     summary = summarise(results)
     text = markdown(summary, meta, check_targets(summary, meta["smoke"]))
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "summary": summary, "per_seed": results}, indent=1)
-    )
+    write_results(stem, text, {"meta": meta, "summary": summary, "per_seed": results})
     return summary, text
-
-
-def command_line(argv: list[str] | None) -> str:
-    """How the script was called, to record with its results."""
-    args = [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
-    return "python " + " ".join(shlex.quote(a) for a in args)
-
-
-def run_meta(command: str, seeds: list[int], smoke: bool) -> dict:
-    """What a results file records about its run: command, commit, machine, seeds."""
-    return {
-        "command": command,
-        "commit": _commit(),
-        "machine": _machine(),
-        "seeds": seeds,
-        "smoke": smoke,
-    }
-
-
-def _commit() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            # results written by earlier runs are not changes to what is measured
-            ["git", "status", "--porcelain", "--", "src", "benchmarks", ":!benchmarks/results"],
-            capture_output=True,
-            text=True,
-        ).stdout
-        return sha + (" (uncommitted changes)" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _machine() -> str:
-    import os
-    import platform
-
-    import torch
-
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

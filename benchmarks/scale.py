@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS
 from speed import peak_rss_mb, report, run_isolated
 
-RESULTS = Path(__file__).parent / "results"
 N_GENES, N_HIDDEN, N_LATENT, BATCH_SIZE = 1_000, 128, 10, 128
 WARMUP_STEPS = 10
 CHUNK = 50_000

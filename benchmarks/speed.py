@@ -38,7 +38,6 @@ device supports it), so that "× bare" measures the framework, not the optimiser
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import resource
 import statistics
@@ -48,7 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, command_line, commit, machine, provenance, write_results
+
 N_HIDDEN, N_LAYERS, N_LATENT, BATCH_SIZE, LR = 128, 1, 10, 128, 1e-3
 
 
@@ -321,7 +322,10 @@ def measure(
         plan = {"eps": 0.01} if base == "gmvae" else {}
         if compiled is not None:
             plan.update(compile=True, compile_kwargs=dict(compiled))
-        train = {"plan_kwargs": plan, **({"pretrain_epochs": 0} if base == "gmvae" else {})}
+        train = {
+            "plan_kwargs": plan,
+            **({"pretrain_epochs": 0, "init": None} if base == "gmvae" else {}),
+        }
         loader = "anndata" if method == "mixvi_anndata_loader" else "auto"
         result["loader"] = model._resolve_loader(loader, accelerator, "auto", {})
         model.train(lr=LR, loader=loader, **train, **common, **quiet)
@@ -402,23 +406,14 @@ def report(
     stem: Path,
     argv: list[str] | None,
 ) -> None:
-    """Print a result table under its provenance and write it to ``stem``.md and ``stem``.json."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from quality import _commit, _machine
+    """Print a result table under its provenance and write it to ``stem``.md and ``stem``.json.
 
-    meta = {
-        "command": "python "
-        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        "commit": _commit(),
-        "machine": _machine(),
-        **meta,
-    }
-    header = [f"# {title}", "", f"- command: `{meta['command']}`", f"- commit: `{meta['commit']}`"]
-    text = "\n".join([*header, f"- machine: {meta['machine']}", *notes, "", body, ""])
+    ``meta`` may hold the ``commit`` read when the run started; otherwise it is read now.
+    """
+    meta = {"command": command_line(argv), "commit": commit(), "machine": machine(), **meta}
+    text = "\n".join([*provenance(title, meta, notes), "", body, ""])
     print(text)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    write_results(stem, text, {"meta": meta, "results": results})
 
 
 # torch.compile variants (plan_kwargs={"compile": True, "compile_kwargs": ...}); the first

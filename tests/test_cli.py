@@ -74,7 +74,7 @@ def test_gmvae_writes_clusters_and_cluster_metrics(tmp_path, init):
             "--n-components",
             "6",
             "--epochs",
-            "3",
+            "5",  # 2 pretraining, 3 of the GMVAE
             "--pretrain-epochs",
             "2",
             "--init",
@@ -143,7 +143,7 @@ def test_compile_reaches_the_training_plan(tmp_path, monkeypatch, flag, mode):
         "--model",
         "gmvae",
         "--epochs",
-        "4",
+        "5",  # 1 pretraining, 1 anchored (a quarter of the other 4), 3 free
         "--pretrain-epochs",
         "1",
         "--compile",
@@ -180,7 +180,7 @@ def test_n_components_auto_chooses_k_without_labels_and_records_it(tmp_path):
     out = tmp_path / "auto"
     argv = ["train", "--model", "gmvae", "--data", str(path), "--layer", "counts"]
     argv += ["--label-key", "cell_type", "--n-components", "auto", "--k-range", "2", "6"]
-    assert main([*argv, "--epochs", "64", "--pretrain-epochs", "60", "--out", str(out)]) == 0
+    assert main([*argv, "--epochs", "124", "--pretrain-epochs", "60", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     choice = metrics["n_components_choice"]
     assert metrics["n_components"] == choice["chosen"] == 3
@@ -201,16 +201,16 @@ def test_n_components_auto_refuses_a_bad_range_before_training(tmp_path, capsys)
 
 
 def test_umap_cells_reaches_the_mixture_start(tmp_path, monkeypatch):
-    from mixvi.model import _gmvae
+    from mixvi.model import _mixture_start
 
     embedded = []
-    real = _gmvae._umap_embedding
+    real = _mixture_start.umap_embedding
 
     def record(z, *args, **kwargs):  # the real UMAP, counting the cells it is fitted on
         embedded.append(len(z))
         return real(z, *args, **kwargs)
 
-    monkeypatch.setattr(_gmvae, "_umap_embedding", record)
+    monkeypatch.setattr(_mixture_start, "umap_embedding", record)
     out = tmp_path / "sub"
     argv = ["train", "--model", "gmvae", "--n-components", "4", "--init", "umap"]
     argv += ["--umap-cells", "300", "--epochs", "2", "--pretrain-epochs", "1"]

@@ -57,7 +57,7 @@ def test_a_nan_loss_on_the_gpu_stops_training_and_restores_the_last_epoch(pbmc):
 def test_gmvae_trains_on_the_gpu(pbmc):
     mixvi.model.GMVAE.setup_anndata(pbmc)
     model = mixvi.model.GMVAE(pbmc, n_components=4, n_hidden=32, n_layers=1)
-    model.train(max_epochs=4, pretrain_epochs=3, accelerator="gpu", **QUIET)
+    model.train(max_epochs=7, pretrain_epochs=3, accelerator="gpu", **QUIET)
     assert model.device.type == "cuda"
     probs = model.get_cluster_probabilities()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)

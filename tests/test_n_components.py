@@ -122,7 +122,7 @@ def test_bad_candidates_are_refused_before_any_training(pbmc, candidates, messag
     def no_training(*args, **kwargs):
         raise AssertionError("trained before the candidates were checked")
 
-    monkeypatch.setattr(mixvi.model.GMVAE, "_pretrain", no_training)
+    monkeypatch.setattr(mixvi.model.GMVAE, "pretrain", no_training)
     monkeypatch.setattr(mixvi.model.GMVAE, "train", no_training)
     with pytest.raises(ValueError, match=message):
         mixvi.model.GMVAE.compare_n_components(pbmc, candidates, fit_models=False)
@@ -138,12 +138,16 @@ def test_auto_n_components_builds_the_model_at_the_chosen_k_and_loads_without_ch
     mixvi.model.GMVAE.setup_anndata(adata, layer="counts")
     mixvi.settings.seed = 0
     model = mixvi.model.GMVAE(adata, n_components="auto", k_range=(2, 9), likelihood="nb")
+    assert model.history_ is None and model.n_components_choice_ is None  # built, not trained
+    assert model.choose_n_components(selection_epochs=200) == 5
     table = model.n_components_choice_
     assert list(table.index) == list(range(2, 10))
     assert model.module.n_components == _chosen(table) == 5, table["score"].round(3).to_dict()
     # compare_n_components' own table (its choice alone), not another criterion
     assert list(table.columns) == ["silhouette_umap", "silhouette_latent", "score", "chosen"]
-    model.train(max_epochs=2, pretrain_epochs=1, anchor_epochs=0, **QUIET)
+    with pytest.raises(ValueError, match="no K to choose"):
+        model.choose_n_components()
+    model.train(max_epochs=3, pretrain_epochs=1, anchor_epochs=0, **QUIET)
     model.save(tmp_path / "auto")
 
     def no_choice(*args, **kwargs):
@@ -169,6 +173,57 @@ def test_bad_auto_n_components_is_refused_before_any_training(pbmc, kwargs, mess
     def no_training(*args, **kwargs):
         raise AssertionError("trained before the arguments were checked")
 
-    monkeypatch.setattr(mixvi.model.GMVAE, "_pretrain", no_training)
+    monkeypatch.setattr(mixvi.model.GMVAE, "pretrain", no_training)
     with pytest.raises(ValueError, match=message):
         mixvi.model.GMVAE(pbmc, **kwargs)
+
+
+def _global_states():
+    import random
+
+    import torch
+
+    numpy_state = np.random.get_state()  # noqa: NPY002 (the legacy global state users seed)
+    return random.getstate(), numpy_state, torch.get_rng_state().clone()
+
+
+def _assert_same_states(before, after):
+    assert before[0] == after[0], "Python's random state changed"
+    np.testing.assert_array_equal(before[1][1], after[1][1], err_msg="NumPy's state changed")
+    assert before[1][2:] == after[1][2:], "NumPy's state changed"
+    assert bool((before[2] == after[2]).all()), "torch's CPU random state changed"
+
+
+def test_choosing_k_leaves_the_global_random_states_alone(pbmc):
+    import random
+
+    import torch
+
+    mixvi.model.GMVAE.setup_anndata(pbmc)
+    small = {"n_hidden": 16, "n_layers": 1}
+    random.seed(7)
+    np.random.seed(7)  # noqa: NPY002 (the legacy global state is what a user's code may use)
+    torch.manual_seed(7)
+    seed_before = mixvi.settings.seed
+    states = _global_states()
+    mixvi.model.GMVAE(pbmc, n_components=2, **small)
+    fixed_k = _global_states()  # building a model draws its weights from torch's stream
+    random.setstate(states[0])
+    np.random.set_state(states[1])  # noqa: NPY002
+    torch.set_rng_state(states[2])
+    model = mixvi.model.GMVAE(pbmc, n_components="auto", k_range=(2, 4), **small)
+    assert model.history_ is None  # the constructor trains nothing, and draws what any model does
+    before = _global_states()
+    _assert_same_states(fixed_k, before)
+    model.choose_n_components(selection_epochs=2, train_kwargs=QUIET)
+    assert model.module.n_components in (2, 3, 4)
+    table = mixvi.model.GMVAE.compare_n_components(
+        pbmc,
+        [2, 3],
+        model_kwargs=small,
+        train_kwargs={"max_epochs": 3, "pretrain_epochs": 1, **QUIET},
+        selection_epochs=1,
+    )
+    assert table["chosen"].sum() == 1 and np.isfinite(table["heldout_elbo"]).all()
+    _assert_same_states(before, _global_states())
+    assert mixvi.settings.seed == seed_before

@@ -79,7 +79,7 @@ def test_samples_per_gmvae_component(digits):
     model = mixvi.model.GMVAE(
         digits, n_components=4, likelihood="bernoulli", n_latent=3, n_hidden=32
     )
-    model.train(max_epochs=2, pretrain_epochs=1, **QUIET)
+    model.train(max_epochs=3, pretrain_epochs=1, **QUIET)
     fig = mixvi.pl.samples(model, n=5)
     assert len(_image_axes(fig)) == 20
     fig = mixvi.pl.samples(model, n=2, groups=[1, 3])

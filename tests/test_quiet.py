@@ -48,13 +48,23 @@ def _train_in_a_fresh_python(
 
 
 @pytest.mark.parametrize(
-    ("model", "extra", "train_extra"),
-    [("VAE", "", ""), ("GMVAE", ", n_components=3", ", pretrain_epochs=1")],
+    ("model", "extra", "train_extra", "bars"),
+    [
+        ("VAE", "", "", ["Epoch 2/2"]),
+        # one bar per phase, named after it
+        (
+            "GMVAE",
+            ", n_components=3",
+            ", pretrain_epochs=1",
+            ["GMVAE pretraining: epoch 1/1", "GMVAE free: epoch 1/1"],
+        ),
+    ],
 )
-def test_train_prints_its_progress_bar_and_no_lightning_lines(model, extra, train_extra):
+def test_train_prints_its_progress_bar_and_no_lightning_lines(model, extra, train_extra, bars):
     output = _train_in_a_fresh_python("default", model, extra, train_extra)
     assert "trained" in output
-    assert "Epoch 2/2" in output  # the one progress bar
+    for bar in bars:
+        assert bar in output, output[-3000:]
     shown = [line for line in LIGHTNING_LINES if line in output]
     assert not shown, output[-3000:]
     assert "Warning" not in output, output[-3000:]

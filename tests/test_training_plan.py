@@ -144,9 +144,9 @@ class _ModeSpy(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == 0:
             module = pl_module.module
-            # the GMVAE freezes batch norm outside pretraining (GMVAEModule.train); every
-            # other layer must train
-            frozen_bn = isinstance(module, mixvi.module.GMVAEModule) and not module.pretraining
+            # the GMVAE's plan freezes batch norm outside pretraining; every other layer trains
+            frozen_bn = pl_module.freeze_batch_norm
+            assert frozen_bn == (pl_module.loss_kwargs.get("phase") in ("anchored", "free"))
             self.modes.append(
                 all(
                     m.training != (frozen_bn and isinstance(m, torch.nn.BatchNorm1d))
@@ -167,7 +167,7 @@ def test_training_after_inference_runs_in_training_mode(pbmc):
     # the GMVAE's anchored and free phases both follow the inference of its mixture start
     mixvi.model.GMVAE.setup_anndata(pbmc)
     gmvae = mixvi.model.GMVAE(pbmc, n_components=3, n_hidden=32, input_dropout_rate=0.1)
-    gmvae.train(max_epochs=2, pretrain_epochs=1, anchor_epochs=1, callbacks=[spy], **QUIET)
+    gmvae.train(max_epochs=3, pretrain_epochs=1, anchor_epochs=1, callbacks=[spy], **QUIET)
     assert spy.modes == [True] * 5
 
 

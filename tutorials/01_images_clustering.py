@@ -53,7 +53,7 @@ mixvi.pl.images(adata, n=8, groupby="label");
 mixvi.model.GMVAE.setup_anndata(adata)
 model = mixvi.model.GMVAE(adata, n_components=10, likelihood="bernoulli", n_hidden=256)
 model.train(
-    max_epochs=2 if SMALL else 25,
+    max_epochs=3 if SMALL else 50,  # all phases: 25 pretraining epochs, then 25 of the GMVAE
     pretrain_epochs=1 if SMALL else 25,
     anchor_epochs=1 if SMALL else 12,
     batch_size=256,

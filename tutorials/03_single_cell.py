@@ -49,7 +49,7 @@ vae.write_results(adata)                      # obsm["X_vae"]
 
 mixvi.model.GMVAE.setup_anndata(adata)
 gmvae = mixvi.model.GMVAE(adata, n_components=10, likelihood="normal", n_hidden=128)
-gmvae.train(max_epochs=epochs // 2, pretrain_epochs=epochs // 2, enable_progress_bar=False)
+gmvae.train(max_epochs=epochs, pretrain_epochs=epochs // 2, enable_progress_bar=False)
 gmvae.write_results(adata)                    # obsm["X_gmvae"], obs["gmvae_cluster"]
 
 # %%
@@ -76,7 +76,7 @@ sc.pl.umap(adata, color=["bulk_labels", "leiden_X_vae", "gmvae_cluster"], wspace
 table = mixvi.model.GMVAE.compare_n_components(
     adata, [4, 8, 12] if not SMALL else [2, 4],
     model_kwargs={"likelihood": "normal", "n_hidden": 128},
-    train_kwargs={"max_epochs": epochs // 3, "pretrain_epochs": epochs // 3, "enable_progress_bar": False},
+    train_kwargs={"max_epochs": 2 * (epochs // 3), "pretrain_epochs": epochs // 3, "enable_progress_bar": False},
 )
 table
 

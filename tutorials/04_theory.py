@@ -74,7 +74,7 @@ latents = {}
 for name, cls, kwargs in [("AE", mixvi.model.AE, {}), ("VAE", mixvi.model.VAE, {}), ("GMVAE", mixvi.model.GMVAE, {"n_components": 10})]:
     cls.setup_anndata(digits)
     m = cls(digits, likelihood="bernoulli", n_latent=2, n_hidden=256, n_layers=2, **kwargs)
-    m.train(max_epochs=ep, enable_progress_bar=False, **({"pretrain_epochs": ep} if name == "GMVAE" else {}))
+    m.train(max_epochs=2 * ep if name == "GMVAE" else ep, enable_progress_bar=False, **({"pretrain_epochs": ep} if name == "GMVAE" else {}))
     latents[name] = m.get_latent_representation()
     if name == "GMVAE":
         gm = m
@@ -85,8 +85,8 @@ for ax, (name, z) in zip(axes, latents.items()):
     ax.set_title(name)
 from matplotlib.patches import Ellipse
 
-means = gm.module.prior_means.detach().numpy()
-sds = np.exp(0.5 * gm.module.prior_log_var.detach().numpy())
+means = gm.module.prior.means.detach().numpy()
+sds = np.exp(0.5 * gm.module.prior.log_var.detach().numpy())
 for mu, sd, w in zip(means, sds, gm.component_weights):
     axes[2].add_patch(Ellipse(mu, 4 * sd[0], 4 * sd[1], fill=False, lw=1 + 10 * w, color="k"))
 plt.tight_layout()

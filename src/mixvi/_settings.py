@@ -124,3 +124,39 @@ def quiet_lightning() -> Iterator[None]:
         finally:
             for log, level in zip(loggers, levels, strict=True):
                 log.setLevel(level)
+
+
+@contextmanager
+def isolated_seed(seed: int) -> Iterator[None]:
+    """Run the block seeded with ``seed``, then put every global random state back.
+
+    Python's, NumPy's and torch's (CPU and CUDA) generators, scvi-tools' and mixvi's seed
+    settings and the environment variables that seeding sets are as they were before the
+    block, so that a library call that trains a throwaway model (choosing K) leaves the
+    user's random stream alone.
+    """
+    import random
+
+    import numpy as np
+    import torch
+    from lightning.pytorch import seed_everything
+
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()  # noqa: NPY002 (the legacy global state is what we restore)
+    environ = {key: os.environ.get(key) for key in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    scvi_seed, mixvi_seed = scvi.settings._seed, settings._seed
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            with quiet_lightning():  # Lightning logs "Seed set to ..." at every seed
+                seed_everything(seed)
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)  # noqa: NPY002
+            for key, value in environ.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            scvi.settings._seed, settings._seed = scvi_seed, mixvi_seed

@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
         help="observation model; auto picks nb for counts, bernoulli for [0, 1], else normal",
     )
     train.add_argument(
-        "--epochs", type=int, help="training epochs (default: scvi-tools' heuristic)"
+        "--epochs",
+        type=int,
+        help="training epochs; for gmvae, of all its phases together (default: scvi-tools' heuristic)",
     )
     train.add_argument("--n-latent", type=int, default=10, help="latent dimension (default: 10)")
     train.add_argument(
@@ -109,14 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--umap-cells",
         type=_umap_cells,
-        help="gmvae with the umap start: fit its UMAP on at most this many cells, drawn at random; "
-        "the others take the mean responsibilities of their nearest fitted cells in the latent; "
-        "on 70,000 images 20000 cut the UMAP from 160-187 s to 26-29 s (default: all cells)",
+        help="gmvae with the umap start: fit its UMAP on at most this many cells, drawn at random, "
+        "and place the others by their nearest fitted cells; bounds the start's time on large "
+        "data (default: all cells)",
     )
     train.add_argument(
         "--pretrain-epochs",
         type=int,
-        help="gmvae: autoencoder pretraining epochs (default: half of --epochs)",
+        help="gmvae: pretraining epochs, part of --epochs (default: a third of them)",
     )
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--lr", type=float, default=1e-3)
@@ -196,7 +198,8 @@ def run_train(args: argparse.Namespace) -> dict:
     if args.model == "gmvae":
         train_kwargs["pretrain_epochs"] = args.pretrain_epochs
         train_kwargs["init"] = args.init
-        train_kwargs["umap_cells"] = args.umap_cells
+        if args.umap_cells is not None:
+            train_kwargs["start_kwargs"] = {"umap_cells": args.umap_cells}
         if args.n_components == "auto":
             choice = choose_n_components(adata, args, model_kwargs)
         model_kwargs["n_components"] = args.n_components if choice is None else choice["chosen"]
@@ -293,7 +296,7 @@ def choose_n_components(adata, args: argparse.Namespace, model_kwargs: dict) -> 
         seed=args.seed,
         model_kwargs=model_kwargs,
         train_kwargs={
-            "pretrain_epochs": args.pretrain_epochs or (args.epochs // 2 if args.epochs else None),
+            "pretrain_epochs": args.pretrain_epochs or (args.epochs // 3 if args.epochs else None),
             "batch_size": args.batch_size,
             "lr": args.lr,
             "accelerator": args.accelerator,

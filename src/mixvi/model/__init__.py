@@ -4,6 +4,7 @@ from ._ae import AE
 from ._cvae import CVAE
 from ._gmvae import GMVAE
 from ._guard import NonFiniteLossError
+from ._mixture_start import MixtureStart, mixture_start, umap_embedding
 from ._safe_load import CorruptModelFileError, UnsafeModelFileError
 from ._vae import VAE
 from ._validation import infer_likelihood
@@ -13,8 +14,11 @@ __all__ = [
     "CVAE",
     "CorruptModelFileError",
     "GMVAE",
+    "MixtureStart",
     "NonFiniteLossError",
     "UnsafeModelFileError",
     "VAE",
     "infer_likelihood",
+    "mixture_start",
+    "umap_embedding",
 ]

@@ -15,7 +15,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField
 from scvi.model._utils import get_max_epochs_heuristic
-from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from .._paths import output_path, plain_name
 from .._settings import quiet_lightning
@@ -374,12 +374,16 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             adata, indices, batch_size or INFERENCE_BATCH_SIZE, *args, **kwargs
         )
 
-    def write_results(self, adata: AnnData | None = None, batch_size: int | None = None) -> AnnData:
+    def write_results(
+        self,
+        adata: AnnData | None = None,
+        batch_size: int | None = None,
+        key_added: str | None = None,
+    ) -> AnnData:
         """Write the model's results into ``adata`` (default: the AnnData it was trained on).
 
         Writes the latent representation (posterior means for variational models) to
-        ``adata.obsm[<model key>]``, e.g. ``"X_vae"``, ready for
-        ``sc.pp.neighbors(adata, use_rep="X_vae")``.
+        ``adata.obsm``, ready for ``sc.pp.neighbors(adata, use_rep="X_vae")``.
 
         Parameters
         ----------
@@ -387,15 +391,17 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             AnnData with the same features as the training data.
         batch_size
             Minibatch size for the forward pass.
+        key_added
+            The latent goes to ``obsm[f"X_{key_added}"]``; by default the model's name in
+            lower case (``"X_vae"``, ``"X_cvae"``, ``"X_ae"``).
 
         Returns
         -------
         The AnnData that was written to.
         """
         target = self.adata if adata is None else adata
-        target.obsm[self._latent_key] = self.get_latent_representation(
-            target, batch_size=batch_size
-        )
+        key = self._latent_key if key_added is None else f"X_{key_added}"
+        target.obsm[key] = self.get_latent_representation(target, batch_size=batch_size)
         return target
 
     @torch.inference_mode()
@@ -489,53 +495,3 @@ def _check_var_names(saved: np.ndarray, adata: AnnData) -> None:
         f"(e.g. {list(missing[:3])}), {len(extra)} not in the model (e.g. {list(extra[:3])}). "
         "For query data, use prepare_query_anndata / load_query_data."
     )
-
-
-class ReferenceMappingMixin(ArchesMixin):
-    """scArches query mapping (scvi-tools' ArchesMixin) with the safe model-file check.
-
-    A reference model given as a path is checked like :meth:`MixviModel.load` before
-    scvi-tools reads it.
-    """
-
-    @classmethod
-    def load_query_data(cls, adata: AnnData | None = None, reference_model=None, *args, **kwargs):
-        """Map query data onto a trained reference; see :meth:`scvi.model.base.ArchesMixin.load_query_data`.
-
-        Parameters
-        ----------
-        adata
-            Query AnnData with the reference's features.
-        reference_model
-            A trained model, or the directory it was saved to (checked before loading).
-        *args, **kwargs
-            Passed to scvi-tools.
-        """
-        model = super().load_query_data(adata, _checked_reference(reference_model), *args, **kwargs)
-        return model._restore_tables()
-
-    @staticmethod
-    def prepare_query_anndata(adata: AnnData, reference_model, *args, **kwargs):
-        """Pad and order the query's features like the reference's; see scvi-tools.
-
-        Parameters
-        ----------
-        adata
-            Query AnnData.
-        reference_model
-            A trained model, or the directory it was saved to (checked before loading).
-        *args, **kwargs
-            Passed to scvi-tools.
-        """
-        return ArchesMixin.prepare_query_anndata(
-            adata, _checked_reference(reference_model), *args, **kwargs
-        )
-
-
-def _checked_reference(reference_model):
-    if isinstance(reference_model, str | os.PathLike):
-        from ._safe_load import check_model_file
-
-        check_model_file(reference_model)
-        return os.fspath(reference_model)
-    return reference_model

@@ -9,7 +9,8 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from ._base import ReferenceMappingMixin, register_anndata
+from ._base import register_anndata
+from ._reference import ReferenceMappingMixin
 from ._vae import VAE
 
 

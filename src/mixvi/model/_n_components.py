@@ -14,17 +14,25 @@ by its silhouette twice:
 
 Each silhouette is divided by its best over the candidates, and the chosen K has the best
 worse view (the highest minimum of the two). A K wins only where both views agree that its
-clusters are separated. Every Gaussian-mixture criterion tried before (BIC on posterior
-draws or on means, BIC/ICL on the UMAP, stability across subsamples) split or merged the
-clusters of images; their choices are tabled in the user guide.
+clusters are separated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from ..module._prior import MixturePrior
+from ._mixture_start import umap_embedding
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger("mixvi")
 
 
 def check_candidates(candidates: Sequence[int], n_obs: int) -> list[int]:
@@ -111,9 +119,7 @@ def separation_scores(
     from sklearn.metrics import silhouette_score
     from sklearn.mixture import GaussianMixture
 
-    from ._gmvae import _umap_embedding
-
-    embedding = _umap_embedding(mean, seed, n_neighbors, n_dims=2)
+    embedding = umap_embedding(mean, seed, n_neighbors, n_dims=2)
     sample = slice(None)  # every cell, or a subsample fixed for every K
     if mean.shape[0] > sample_size:
         sample = np.random.default_rng(seed).choice(mean.shape[0], sample_size, replace=False)
@@ -135,3 +141,204 @@ def separation_scores(
         best = table.index[0]
     table["chosen"] = table.index == best
     return table
+
+
+#: train() arguments that set the per-K models' phases, not the selection VAE's training
+_PHASE_ARGUMENTS = (
+    "max_epochs",
+    "pretrain_epochs",
+    "anchor_epochs",
+    "kl_warmup_epochs",
+    "train_size",
+    "init",
+    "start_kwargs",
+    "pretraining",
+)
+
+
+def compare_n_components(
+    model_cls: type,
+    adata,
+    n_components: Sequence[int],
+    train_size: float = 0.9,
+    seed: int = 0,
+    collapse_threshold: float = 0.01,
+    model_kwargs: Mapping | None = None,
+    train_kwargs: Mapping | None = None,
+    fit_models: bool = True,
+    selection_epochs: int | None = None,
+) -> pd.DataFrame:
+    """:meth:`mixvi.model.GMVAE.compare_n_components` for the model class ``model_cls``.
+
+    Everything runs inside :func:`mixvi._settings.isolated_seed`, so that the global random
+    state is the same before and after.
+    """
+    from scvi.model._utils import get_max_epochs_heuristic
+
+    from .._settings import isolated_seed
+
+    ks = check_candidates(n_components, adata.n_obs)
+    if fit_models and not 0 < train_size < 1:
+        raise ValueError(
+            f"train_size must be in (0, 1) so that cells are held out, got {train_size}."
+        )
+    train_kwargs = dict(train_kwargs or {})
+    model_kwargs = dict(model_kwargs or {})
+    if selection_epochs is None:
+        selection_epochs = train_kwargs.get("pretrain_epochs") or max(
+            1, get_max_epochs_heuristic(adata.n_obs) // 3
+        )
+    # the per-K models' trainer settings apply to the selection VAE too, not their phases
+    common: dict[str, Any] = {
+        key: value for key, value in train_kwargs.items() if key not in _PHASE_ARGUMENTS
+    }
+    with isolated_seed(seed):
+        selector = model_cls(adata, n_components=min(ks), **model_kwargs)
+        selector.pretrain(selection_epochs, "vae", **common)
+        table = separation_scores(selector.get_latent_representation(), ks, seed=seed)
+        if not fit_models:
+            return table
+        rows = []
+        for k in ks:
+            with isolated_seed(seed):  # the same split and start for every K
+                model = model_cls(adata, n_components=k, **model_kwargs)
+                model.train(train_size=train_size, **train_kwargs)
+            collapsed = model.collapsed_components(collapse_threshold)
+            rows.append(
+                {
+                    "n_components": k,
+                    "heldout_elbo": float(model.get_elbo(indices=model.validation_indices)),
+                    "train_elbo": float(model.get_elbo(indices=model.train_indices)),
+                    "n_collapsed": len(collapsed),
+                    "collapsed": collapsed,
+                }
+            )
+    return table.join(pd.DataFrame(rows).set_index("n_components"))
+
+
+class ChooseKMixin:
+    """Choosing K for :class:`~mixvi.model.GMVAE`: :meth:`compare_n_components` scores the
+    candidates, :meth:`choose_n_components` resizes a model built with ``"auto"``."""
+
+    def choose_n_components(self, seed: int | None = None, **kwargs) -> int:
+        """Choose K among ``k_range`` (``n_components="auto"``) and resize the prior.
+
+        Runs :meth:`compare_n_components` with ``fit_models=False``; the global random
+        state is left as it was. :meth:`train` calls this first when K is not chosen yet.
+
+        Parameters
+        ----------
+        seed
+            Seed of the choice (default: ``mixvi.settings.seed``, else 0).
+        **kwargs
+            Passed to :meth:`compare_n_components` (``selection_epochs``, ``train_kwargs``).
+
+        Returns
+        -------
+        The chosen K.
+        """
+        from .._settings import isolated_seed, settings
+        from ._n_components import chosen_k
+
+        if self.k_candidates_ is None:
+            raise ValueError("n_components was given: there is no K to choose.")
+        seed = (settings.seed or 0) if seed is None else seed
+        model_kwargs = {
+            key: value
+            for key, value in self.init_params_["non_kwargs"].items()
+            if key not in ("n_components", "k_range")
+        }
+        table = self.compare_n_components(
+            self.adata,
+            self.k_candidates_,
+            seed=seed,
+            model_kwargs=model_kwargs,
+            fit_models=False,
+            **kwargs,
+        )
+        k = chosen_k(table)
+        with isolated_seed(seed):  # the new prior's random means leave the user's stream alone
+            self.module.prior = MixturePrior(k, self.module.n_latent, self.module.covariance).to(
+                self.device
+            )
+        self.init_params_["non_kwargs"]["n_components"] = k  # saved, so load does not choose
+        self.n_components_choice_, self.k_candidates_ = table, None
+        self._warn_small_conditions(k)
+        logger.info("n_components='auto': K=%d", k)
+        return k
+
+    @classmethod
+    def compare_n_components(
+        cls,
+        adata: AnnData,
+        n_components: Sequence[int],
+        train_size: float = 0.9,
+        seed: int = 0,
+        collapse_threshold: float = 0.01,
+        model_kwargs: Mapping | None = None,
+        train_kwargs: Mapping | None = None,
+        fit_models: bool = True,
+        selection_epochs: int | None = None,
+    ) -> pd.DataFrame:
+        """Score candidate K without labels; ``chosen`` marks the best separated clusters.
+
+        One VAE is pretrained on all cells; for each K a Gaussian mixture clusters a 2-D
+        UMAP of its latent, and the clusters' silhouettes in the UMAP and in the latent are
+        each divided by their best over the candidates. The K whose worse view is highest
+        is chosen (:func:`~mixvi.model._n_components.separation_scores`). With
+        ``fit_models``, every K also gets a GMVAE trained on the same random ``train_size``
+        of the cells, whose held-out ELBO and collapsed components are listed. The global
+        random state is left as it was.
+
+        Parameters
+        ----------
+        adata
+            AnnData registered with :meth:`setup_anndata`.
+        n_components
+            The candidate K: distinct integers between 1 and the number of cells.
+        train_size
+            Fraction of cells the per-K models train on; the rest is held out.
+        seed
+            Seed of the pretraining, the UMAP and mixtures, the split and the training.
+        collapse_threshold
+            Weight below which a component counts as collapsed.
+        model_kwargs, train_kwargs
+            Passed to the constructor and to :meth:`train` (the per-K models).
+        fit_models
+            Also train one GMVAE per K; ``False`` gives the choice alone, for the cost of
+            one pretraining.
+        selection_epochs
+            Epochs of the VAE pretraining behind the choice; by default
+            ``train_kwargs["pretrain_epochs"]``, else a third of scvi-tools' heuristic.
+
+        Returns
+        -------
+        One row per K: ``silhouette_umap``, ``silhouette_latent``, ``score`` (higher is
+        better), ``chosen`` and, with ``fit_models``, ``heldout_elbo`` (per cell),
+        ``train_elbo``, ``n_collapsed`` and ``collapsed``.
+
+        Raises
+        ------
+        ValueError
+            Before any training, for an empty candidate list, a K below 1 or above the
+            number of cells, or a K given twice.
+
+        Examples
+        --------
+        >>> table = mixvi.model.GMVAE.compare_n_components(adata, range(2, 16), fit_models=False)
+        >>> best_k = int(table.index[table["chosen"]][0])
+        """
+        from ._n_components import compare_n_components
+
+        return compare_n_components(
+            cls,
+            adata,
+            n_components,
+            train_size=train_size,
+            seed=seed,
+            collapse_threshold=collapse_threshold,
+            model_kwargs=model_kwargs,
+            train_kwargs=train_kwargs,
+            fit_models=fit_models,
+            selection_epochs=selection_epochs,
+        )

@@ -47,6 +47,14 @@ class MixviTrainingPlan(TrainingPlan):
         along half a cosine from ``lr`` to ``lr_min`` over the steps of this training run
         (:class:`torch.optim.lr_scheduler.CosineAnnealingLR`, stepped every minibatch).
         scvi-tools' ``reduce_lr_on_plateau`` is the other schedule; the two exclude each other.
+    freeze_batch_norm
+        Keep the module's batch-norm layers in eval mode while training, with the running
+        statistics they have. The GMVAE's mixture is fitted to latent means computed with
+        those statistics; letting minibatch statistics move the encoder after that shifts
+        every cell against the fitted components.
+    description
+        Names the run in scvi-tools' progress bar (``"GMVAE pretraining: epoch 3/20"``);
+        by default the bar reads ``"Epoch 3/20"``.
     **kwargs
         See :class:`scvi.train.TrainingPlan`.
     """
@@ -56,6 +64,8 @@ class MixviTrainingPlan(TrainingPlan):
         module,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         fused_optimizer: bool = True,
+        freeze_batch_norm: bool = False,
+        description: str | None = None,
         **kwargs,
     ) -> None:
         if lr_schedule not in LR_SCHEDULES:
@@ -68,6 +78,8 @@ class MixviTrainingPlan(TrainingPlan):
         # set after scvi-tools' own (1.5 sets it too), which mixvi's optimiser creator replaces
         self.fused_optimizer = bool(fused_optimizer)
         self.lr_schedule = lr_schedule
+        self.freeze_batch_norm = bool(freeze_batch_norm)
+        self.description = description
         self._reset_sums()
 
     def __setattr__(self, name: str, value) -> None:
@@ -94,10 +106,27 @@ class MixviTrainingPlan(TrainingPlan):
         Lightning 2.x keeps whatever mode the module is in, and every inference call
         (``get_latent_representation``, the GMVAE's mixture start) leaves it in eval mode;
         without this, a second ``train()`` would run without dropout, input masking or
-        batch statistics.
+        batch statistics. Lightning keeps these modes through validation.
         """
         super().on_fit_start()
         self.module.train()
+        if self.freeze_batch_norm:
+            for layer in self.module.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
+        for key, value in self.loss_kwargs.items():
+            if isinstance(value, torch.Tensor):
+                self.loss_kwargs[key] = value.to(self.device)
+
+    def on_train_epoch_start(self) -> None:
+        """Name the run in the progress bar (Lightning calls this after the bar's own hook)."""
+        if self.description is None:
+            return
+        for callback in self.trainer.callbacks:
+            bar = getattr(callback, "main_progress_bar", None)
+            if bar is not None and hasattr(bar, "set_description"):
+                epoch = f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs}"
+                bar.set_description(f"{self.description}: {epoch}")
 
     def _reset_sums(self) -> None:
         # (loss × cells, reconstruction loss, local KL, global KL) summed over the epoch

@@ -11,6 +11,7 @@ from ._base import AutoencoderBase
 from ._gmvae import GMVAEModule
 from ._likelihoods import COUNT_LIKELIHOODS, LIKELIHOODS, LikelihoodHead
 from ._networks import Body, Encoder
+from ._prior import MixturePrior
 from ._vae import VAEModule
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "GMVAEModule",
     "LIKELIHOODS",
     "LikelihoodHead",
+    "MixturePrior",
     "VAEModule",
 ]

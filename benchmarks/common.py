@@ -1,0 +1,155 @@
+"""What every benchmark shares: provenance, result files, seed summaries, Leiden at K, K choice.
+
+No benchmark script imports a sibling that imports it back: each imports this module, and
+``quality.py`` (the one table) also imports ``conditional.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+
+RESULTS = Path(__file__).parent / "results"
+# the candidates of gmvae_auto_k, the same on every dataset, so that no label sets the range
+K_CANDIDATES = range(2, 21)
+
+
+# -- provenance ---------------------------------------------------------------------------
+def command_line(argv: list[str] | None) -> str:
+    """How the script was called, to record with its results."""
+    args = [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
+    return "python " + " ".join(shlex.quote(a) for a in args)
+
+
+def commit() -> str:
+    """The checked-out commit, marked when the measured code (src, benchmarks) has changes."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            # results written by earlier runs are not changes to what is measured
+            ["git", "status", "--porcelain", "--", "src", "benchmarks", ":!benchmarks/results"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return sha + (" (uncommitted changes)" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """Processor, cores, GPU and torch version."""
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}"
+
+
+def run_meta(command: str, seeds: list[int], smoke: bool) -> dict:
+    """What a results file records about its run: command, commit, machine, seeds.
+
+    The commit is read when the run starts, so that edits made while it runs do not mark
+    its code as changed.
+    """
+    return {"command": command, "commit": commit(), "machine": machine(), "seeds": seeds} | {
+        "smoke": smoke
+    }
+
+
+def provenance(title: str, meta: dict, notes: Sequence[str] = ()) -> list[str]:
+    """The header lines of a results table: title, command, commit, machine, notes."""
+    return [
+        f"# {title}",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- commit: `{meta['commit']}`",
+        f"- machine: {meta['machine']}",
+        *notes,
+    ]
+
+
+def write_results(stem: Path, text: str, payload: dict) -> None:
+    """Write a table to ``stem``.md and its data (``meta`` and results) to ``stem``.json."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+
+
+# -- summaries ----------------------------------------------------------------------------
+def mean_sd(rows: list[dict], keys: Iterable[str]) -> dict:
+    """``[mean, sd]`` over seeds (one row each) of every score in ``keys``, and ``n_seeds``."""
+    return {
+        key: [float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows]))]
+        for key in keys
+    } | {"n_seeds": len(rows)}
+
+
+def summarise_methods(per_seed: dict, methods: Iterable[str]) -> dict:
+    """Per method with rows: :func:`mean_sd` of the scores its first seed's row has."""
+    summary = {}
+    for method in methods:
+        rows = [r[method] for r in per_seed.values() if method in r]
+        if rows:
+            summary[method] = mean_sd(rows, rows[0])
+    return summary
+
+
+# -- shared baselines and the choice of K -------------------------------------------------
+def leiden_k(adata: ad.AnnData, use_rep: str, k: int, seed: int) -> np.ndarray:
+    """Leiden clusters with the resolution bisected until there are ``k`` clusters (or closest)."""
+    sc.pp.neighbors(adata, use_rep=use_rep, random_state=seed, key_added="bench")
+    lo, hi, best = 0.01, 5.0, None
+    for _ in range(12):
+        res = np.sqrt(lo * hi)
+        sc.tl.leiden(
+            adata,
+            resolution=res,
+            random_state=seed,
+            neighbors_key="bench",
+            key_added="bench_leiden",
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+        )
+        labels = adata.obs["bench_leiden"].astype(int).to_numpy()
+        n = labels.max() + 1
+        if best is None or abs(n - k) < abs(best.max() + 1 - k):
+            best = labels
+        if n == k:
+            break
+        lo, hi = (res, hi) if n < k else (lo, res)
+    return best
+
+
+def chosen_k(
+    adata: ad.AnnData, model_kwargs: dict, pretrain_epochs: int, batch_size: int, seed: int
+) -> int:
+    """The K of ``GMVAE.compare_n_components`` among :data:`K_CANDIDATES`, without labels."""
+    import mixvi
+    from mixvi.model import _n_components
+
+    table = mixvi.model.GMVAE.compare_n_components(
+        adata,
+        [k for k in K_CANDIDATES if k <= adata.n_obs],
+        seed=seed,
+        model_kwargs=model_kwargs,
+        train_kwargs={
+            "batch_size": batch_size,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        },
+        fit_models=False,
+        selection_epochs=pretrain_epochs,
+    )
+    return _n_components.chosen_k(table)

@@ -1,0 +1,249 @@
+"""The GMVAE's mixture start: clusters of the pretrained latent turned into the prior.
+
+Mixture VAEs trained from a random prior collapse; VaDE :cite:p:`Jiang2017` and N2D
+:cite:p:`McConville2021` start the mixture from a clustering of a pretrained latent
+instead. This module holds that clustering, on plain arrays (no torch, no AnnData), so
+that a new start can be tried on any latent, and so that the choice of K
+(:mod:`mixvi.model._n_components`) can use the same UMAP.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Init = Literal["umap", "gmm", "kmeans"]
+INITS: tuple[str, ...] = ("umap", "gmm", "kmeans")
+
+
+def check_start(
+    init: str, umap_neighbors: int = 15, umap_cells: int | None = None, name: str = "init"
+) -> None:
+    """Reject a bad start before any training time is spent."""
+    if init not in INITS:
+        raise ValueError(f"{name} must be 'umap', 'gmm' or 'kmeans', got {init!r}.")
+    if init == "umap" and umap_neighbors < 2:
+        raise ValueError(f"umap_neighbors must be >= 2, got {umap_neighbors}.")
+    if umap_cells is None:
+        return
+    if (
+        isinstance(umap_cells, bool)
+        or not isinstance(umap_cells, int | np.integer)
+        or umap_cells < 2
+    ):
+        raise ValueError(f"umap_cells must be None or an integer >= 2, got {umap_cells!r}.")
+
+
+@dataclass
+class MixtureStart:
+    """A clustering of latent means turned into the GMVAE prior's π, μ and σ²."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    variances: np.ndarray
+    responsibilities: np.ndarray
+    log_likelihood: float  # per cell, of the GaussianMixture on the space it was fitted in
+    umap_seconds: float = 0.0  # of the embedding behind init="umap" (most of its cost)
+
+
+def mixture_start(
+    z: np.ndarray,
+    n_components: int,
+    init: Init = "umap",
+    restarts: int = 5,
+    umap_neighbors: int = 15,
+    seed: int = 0,
+    z_var: np.ndarray | None = None,
+    covariance: Literal["diag", "full"] = "diag",
+    umap_cells: int | None = None,
+    placement_neighbors: int = 15,
+) -> MixtureStart:
+    """A Gaussian mixture for the latent means ``z``, found without labels.
+
+    Parameters
+    ----------
+    z
+        Latent means, shape ``(n_cells, d)``.
+    n_components
+        Number of components K.
+    init
+        ``"umap"``: a full-covariance GaussianMixture on a 10-D UMAP of ``z`` (as N2D
+        clusters), whose responsibilities weigh the moments of ``z``: the prior lives in the
+        latent, not in the UMAP. UMAP makes curved clusters compact, which suits the
+        curved clusters of an autoencoder's latent. ``"gmm"``: a GaussianMixture on ``z``
+        itself with the prior's covariance, as VaDE starts; it suits a VAE's latent, whose
+        KL to N(0, I) makes clusters close to Gaussian blobs. ``"kmeans"``: k-means on ``z``,
+        each cell wholly in its cluster, and the clusters' moments; equal spheres, in
+        seconds where the UMAP takes minutes on large data.
+    restarts
+        ``n_init`` of the GaussianMixture or of k-means; the best fit is kept.
+    umap_neighbors
+        ``n_neighbors`` of the UMAP. More neighbours weigh the global structure more, which
+        merges look-alike subclusters; scanpy's default is 15.
+    seed
+        Random state of the UMAP, the mixture, k-means and the subsample.
+    z_var
+        The posterior variances of q(z|x): each component's variances then gain its members'
+        mean posterior variance, so that the components match the aggregate posterior
+        rather than the spread of the means alone (too narrow components make the ELBO
+        merge clusters).
+    covariance
+        The prior's covariance, ``"diag"`` or ``"full"``: variances or covariance matrices.
+    umap_cells
+        ``"umap"`` only: fit the UMAP and its mixture on at most this many random cells and
+        place the others by their nearest fitted cells (``placement_neighbors``). UMAP's
+        time grows faster than the number of cells, so this bounds the start's cost on
+        large data, at some cost in how well the start separates clusters.
+    placement_neighbors
+        With ``umap_cells``: a cell outside the subsample takes the mean responsibilities
+        of this many nearest fitted cells in the latent.
+
+    Returns
+    -------
+    The start: weights, means, variances, responsibilities and the log-likelihood.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    check_start(init, umap_neighbors, umap_cells)
+    if init == "gmm":
+        gmm = GaussianMixture(
+            n_components,
+            covariance_type=covariance,
+            n_init=restarts,
+            reg_covar=1e-4,
+            random_state=seed,
+        ).fit(z)
+        resp = gmm.predict_proba(z)
+        start = MixtureStart(gmm.weights_, gmm.means_, gmm.covariances_, resp, gmm.score(z))
+        return _with_posterior_variance(start, z_var)
+    if init == "kmeans":
+        from sklearn.cluster import KMeans
+
+        labels = KMeans(n_components, n_init=restarts, random_state=seed).fit_predict(z)
+        resp = np.eye(n_components)[labels]
+        weights, means, variances = _moments(z, resp, covariance)
+        start = MixtureStart(
+            weights, means, variances, resp, _log_likelihood(z, weights, means, variances)
+        )
+        return _with_posterior_variance(start, z_var)
+    fitted = _subsample(z.shape[0], umap_cells, seed)
+    began = time.perf_counter()
+    embedding = umap_embedding(z[fitted], seed, umap_neighbors)
+    umap_seconds = time.perf_counter() - began
+    gmm = GaussianMixture(
+        n_components, covariance_type="full", n_init=restarts, reg_covar=1e-4, random_state=seed
+    ).fit(embedding)
+    resp = _subsampled_responsibilities(
+        z, fitted, gmm.predict_proba(embedding), placement_neighbors
+    )
+    start = MixtureStart(*_moments(z, resp, covariance), resp, gmm.score(embedding), umap_seconds)
+    return _with_posterior_variance(start, z_var)
+
+
+def _moments(
+    z: np.ndarray, resp: np.ndarray, covariance: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights, means and variances (diagonal) or covariances (full) of a soft clustering of ``z``."""
+    mass = resp.sum(axis=0) + 1e-10
+    means = resp.T @ z / mass[:, None]
+    if covariance == "full":
+        centred = z[None, :, :] - means[:, None, :]  # (K, n, d)
+        variances = np.einsum("nk,kni,knj->kij", resp, centred, centred) / mass[:, None, None]
+        variances = variances + 1e-4 * np.eye(z.shape[1])
+    else:
+        variances = np.maximum(resp.T @ z**2 / mass[:, None] - means**2, 0) + 1e-4
+    return mass / mass.sum(), means, variances
+
+
+def _log_likelihood(
+    z: np.ndarray, weights: np.ndarray, means: np.ndarray, variances: np.ndarray
+) -> float:
+    """Mean log-likelihood per cell of ``z`` under a Gaussian mixture (diagonal or full)."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    log_density = np.stack(
+        [
+            np.log(max(w, 1e-300))
+            + multivariate_normal(m, v if v.ndim == 2 else np.diag(v), allow_singular=True).logpdf(
+                z
+            )
+            for w, m, v in zip(weights, means, variances, strict=True)
+        ],
+        axis=-1,
+    ).reshape(z.shape[0], -1)  # logpdf drops the cell axis when z has one row
+    return float(logsumexp(log_density, axis=1).mean())
+
+
+def _subsample(n_obs: int, umap_cells: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of the cells the UMAP start is fitted on: all, or ``umap_cells`` at random."""
+    if umap_cells is None or umap_cells >= n_obs:
+        return np.arange(n_obs)
+    return np.sort(np.random.default_rng(seed).choice(n_obs, umap_cells, replace=False))
+
+
+def _subsampled_responsibilities(
+    z: np.ndarray, fitted: np.ndarray, resp_fitted: np.ndarray, n_neighbors: int
+) -> np.ndarray:
+    """Responsibilities of every cell from those of the cells the UMAP start was fitted on.
+
+    A cell outside the subsample takes the mean responsibilities of its ``n_neighbors``
+    nearest fitted cells in the latent, which is what UMAP's own neighbourhood graph
+    would have tied it to.
+    """
+    if len(fitted) == z.shape[0]:
+        return resp_fitted
+    from sklearn.neighbors import NearestNeighbors
+
+    resp = np.empty((z.shape[0], resp_fitted.shape[1]), dtype=resp_fitted.dtype)
+    resp[fitted] = resp_fitted
+    rest = np.setdiff1d(np.arange(z.shape[0]), fitted, assume_unique=True)
+    k = min(n_neighbors, len(fitted))
+    _, neighbours = NearestNeighbors(n_neighbors=k).fit(z[fitted]).kneighbors(z[rest])
+    resp[rest] = resp_fitted[neighbours].mean(axis=1)
+    return resp
+
+
+def _with_posterior_variance(start: MixtureStart, z_var: np.ndarray | None) -> MixtureStart:
+    if z_var is None:
+        return start
+    resp = start.responsibilities
+    extra = resp.T @ z_var / (resp.sum(axis=0)[:, None] + 1e-10)
+    if start.variances.ndim == 3:  # full covariances: the posterior variance adds to the diagonal
+        extra = np.stack([np.diag(e) for e in extra])
+    start.variances = start.variances + extra
+    return start
+
+
+def umap_embedding(
+    z: np.ndarray, seed: int = 0, n_neighbors: int = 15, n_dims: int = 10
+) -> np.ndarray:
+    """An ``n_dims``-D UMAP of ``z`` with tight clusters (``min_dist=0``).
+
+    The mixture start clusters a 10-D one; the choice of K scores a 2-D one.
+
+    Parameters
+    ----------
+    z
+        Points, shape ``(n, d)``.
+    seed
+        UMAP's random state (one thread, so that the embedding is reproducible).
+    n_neighbors
+        UMAP's ``n_neighbors`` (capped below the number of points).
+    n_dims
+        Dimension of the embedding (capped at ``n - 2``).
+    """
+    import umap
+
+    n_neighbors = int(min(n_neighbors, max(2, z.shape[0] - 1)))
+    reducer = umap.UMAP(
+        n_components=min(n_dims, max(2, z.shape[0] - 2)),
+        n_neighbors=n_neighbors,
+        min_dist=0.0,
+        random_state=seed,
+        n_jobs=1,
+    )
+    return reducer.fit_transform(z)
