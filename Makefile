@@ -54,8 +54,8 @@ docs: $(STAMP)
 	$(BIN)/python docs/check_api_pages.py docs/_build/html
 
 lint: $(STAMP)
-	$(BIN)/python -m pip install --quiet ruff
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks tutorials
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) $(LATEST_VENV) demo_out docs/_build docs/generated

@@ -104,7 +104,7 @@ def embedding_scores(embedding: np.ndarray, types: np.ndarray, conditions: np.nd
 
 
 def sklearn_silhouettes(embedding: np.ndarray, types: np.ndarray, conditions: np.ndarray) -> dict:
-    """scib's two ASW scores, from scikit-learn's silhouettes (no jax needed)."""
+    """Scib's two ASW scores, from scikit-learn's silhouettes (no jax needed)."""
     type_asw = (float(np.mean(silhouette_samples(embedding, types))) + 1) / 2
     per_type = []
     for t in np.unique(types):

@@ -1,4 +1,4 @@
-"""Pretraining length: the GMVAE's UMAP + GMM start after more or fewer pretraining epochs.
+r"""Pretraining length: the GMVAE's UMAP + GMM start after more or fewer pretraining epochs.
 
 For each seed, pretrains the GMVAE of ``quality.py``'s Fashion-MNIST config (a denoising
 autoencoder, 20 % of pixels masked) once, keeps the latent means at every checkpoint epoch,

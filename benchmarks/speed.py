@@ -380,7 +380,7 @@ def peak_rss_mb() -> float:
 def _child(queue, fn, *args) -> None:
     try:
         queue.put(fn(*args))
-    except BaseException as error:  # report, don't hang the parent
+    except BaseException as error:  # noqa: BLE001 (report anything, or the parent hangs)
         queue.put({"error": repr(error)})
 
 

@@ -23,7 +23,11 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx_copybutton",
+    "sphinxcontrib.bibtex",
 ]
+# citations (``:cite:p:`Jiang2017```) resolve against one file; the References page lists them
+bibtex_bibfiles = ["references.bib"]
+bibtex_reference_style = "author_year"
 autosummary_generate = True
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": False}

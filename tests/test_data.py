@@ -189,7 +189,7 @@ def test_fashion_mnist_falls_back_to_the_debian_package_when_no_mirror_answers(
 
 def test_the_debian_fallback_refuses_a_file_that_fails_its_checksum(tmp_path, monkeypatch):
     wrong = dataclasses.replace(
-        mixvi.data.FASHION_MNIST, sha256={k: "0" * 64 for k in mixvi.data.FASHION_MNIST.sha256}
+        mixvi.data.FASHION_MNIST, sha256=dict.fromkeys(mixvi.data.FASHION_MNIST.sha256, "0" * 64)
     )
     if shutil.which("apt-get") is None:
         with pytest.raises(OSError, match="apt-get and dpkg were not found"):

@@ -22,9 +22,9 @@ def digits():
 
 
 def test_images_grid_and_groups(digits, tmp_path):
-    fig = mixvi.pl.images(digits, n=12, ncols=6)
+    fig = mixvi.pl.images(digits, n=12, ncols=6, return_fig=True)
     assert len(_image_axes(fig)) == 12
-    fig = mixvi.pl.images(digits, groupby="label", ncols=5)
+    fig = mixvi.pl.images(digits, groupby="label", ncols=5, return_fig=True)
     assert len(_image_axes(fig)) == 50
     assert len(fig.axes) == 50
     path = tmp_path / "grid.png"
@@ -37,7 +37,7 @@ def test_images_grid_and_groups(digits, tmp_path):
 
 def test_images_from_arrays():
     arr = np.random.default_rng(0).random((5, 8, 8))
-    assert len(_image_axes(mixvi.pl.images(arr, ncols=3))) == 5
+    assert len(_image_axes(mixvi.pl.images(arr, ncols=3, return_fig=True))) == 5
     with pytest.raises(ValueError, match="image_shape"):
         mixvi.pl.images(arr.reshape(5, 64))
 
@@ -54,13 +54,13 @@ def test_reconstructions_samples_and_clusters(digits):
     mixvi.model.CVAE.setup_anndata(digits, condition_key="digit")
     model = mixvi.model.CVAE(digits, likelihood="bernoulli", n_latent=4)
     model.train(max_epochs=2, **QUIET)
-    fig = mixvi.pl.reconstructions(model, n=6)
+    fig = mixvi.pl.reconstructions(model, n=6, return_fig=True)
     assert len(_image_axes(fig)) == 12
-    fig = mixvi.pl.samples(model, n=4)
+    fig = mixvi.pl.samples(model, n=4, return_fig=True)
     assert len(_image_axes(fig)) == 40
-    fig = mixvi.pl.samples(model, n=3, groups=["1", "7"])
+    fig = mixvi.pl.samples(model, n=3, groups=["1", "7"], return_fig=True)
     assert len(_image_axes(fig)) == 6
-    fig = mixvi.pl.cluster_examples(digits, "label", n_per_cluster=3)
+    fig = mixvi.pl.cluster_examples(digits, "label", n_per_cluster=3, return_fig=True)
     assert len(_image_axes(fig)) == 30
 
 
@@ -68,7 +68,7 @@ def test_samples_of_an_unconditional_vae(digits):
     mixvi.model.VAE.setup_anndata(digits)
     model = mixvi.model.VAE(digits, likelihood="bernoulli", n_latent=2)
     model.train(max_epochs=1, **QUIET)
-    fig = mixvi.pl.samples(model, n=5)
+    fig = mixvi.pl.samples(model, n=5, return_fig=True)
     assert len(_image_axes(fig)) == 5
     with pytest.raises(ValueError, match="no conditions"):
         mixvi.pl.samples(model, groups=["1"])
@@ -80,7 +80,28 @@ def test_samples_per_gmvae_component(digits):
         digits, n_components=4, likelihood="bernoulli", n_latent=3, n_hidden=32
     )
     model.train(max_epochs=3, pretrain_epochs=1, **QUIET)
-    fig = mixvi.pl.samples(model, n=5)
+    fig = mixvi.pl.samples(model, n=5, return_fig=True)
     assert len(_image_axes(fig)) == 20
-    fig = mixvi.pl.samples(model, n=2, groups=[1, 3])
+    fig = mixvi.pl.samples(model, n=2, groups=[1, 3], return_fig=True)
     assert len(_image_axes(fig)) == 4
+
+
+def test_plots_follow_scanpys_ax_show_and_return_fig(digits, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(True))
+    # by default the figure is shown and nothing is returned, as in scanpy
+    assert mixvi.pl.images(digits, n=4, ncols=4) is None
+    assert shown == [True]
+    fig = mixvi.pl.images(digits, n=4, ncols=4, show=False)
+    assert len(_image_axes(fig)) == 4 and shown == [True]
+    # into a given axes: one montage image of the grid, with a row label per group
+    outer, ax = plt.subplots()
+    drawn = mixvi.pl.images(digits, groupby="label", ncols=3, ax=ax, return_fig=True)
+    assert drawn is outer and shown == [True]
+    assert len(ax.images) == 1
+    montage = ax.images[0].get_array()
+    assert montage.shape[:2] == (10 * 29, 3 * 29)  # 10 digits x 3 members, 1-pixel gaps
+    assert [t.get_text() for t in ax.get_yticklabels()][0].startswith("0 (n=")
+    assert np.isfinite(np.asarray(montage, dtype=float)).sum() == 30 * 28 * 28

@@ -80,14 +80,14 @@ for name, cls, kwargs in [("AE", mixvi.model.AE, {}), ("VAE", mixvi.model.VAE, {
         gm = m
 fig, axes = plt.subplots(1, 3, figsize=(13, 4))
 codes = digits.obs["label"].cat.codes
-for ax, (name, z) in zip(axes, latents.items()):
+for ax, (name, z) in zip(axes, latents.items(), strict=True):
     ax.scatter(z[:, 0], z[:, 1], c=codes, cmap="tab10", s=2)
     ax.set_title(name)
 from matplotlib.patches import Ellipse
 
 means = gm.module.prior.means.detach().numpy()
 sds = np.exp(0.5 * gm.module.prior.log_var.detach().numpy())
-for mu, sd, w in zip(means, sds, gm.component_weights):
+for mu, sd, w in zip(means, sds, gm.component_weights, strict=True):
     axes[2].add_patch(Ellipse(mu, 4 * sd[0], 4 * sd[1], fill=False, lw=1 + 10 * w, color="k"))
 plt.tight_layout()
 

@@ -1,7 +1,13 @@
 """Executes tutorials at full size and stores their outputs and run time: python tutorials/_generator/run_full_size.py 01_images_clustering ..."""
-import time, sys, json, nbformat, os
-from nbclient import NotebookClient
+import json
+import os
+import sys
+import time
 from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
 os.environ["MIXVI_TUTORIAL_SMALL"] = "0"
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 times = {}

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._settings import settings
+from mixvi._settings import settings
+
 from ._idx import read_idx
-from ._images import finish_images
-from ._images import images_to_anndata
+from ._images import finish_images, images_to_anndata
 
 logger = logging.getLogger("mixvi")
 
@@ -125,7 +125,7 @@ def _download(dataset: ImageDataset, stem: str, target: Path) -> Path:
                     progressbar=settings.verbosity <= logging.INFO,
                 )
             )
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 (any mirror's failure: try the next one)
             errors.append(f"{mirror}: {type(err).__name__}: {err}")
     raise OSError("; ".join(errors))
 
@@ -279,8 +279,10 @@ def fetch_files(
 def _fetch_into(
     dataset: ImageDataset, stems: list[str], target: Path
 ) -> tuple[dict[str, Path], str] | list[str]:
-    """Download or unpack ``stems`` into ``target``: the files and their source, or the reasons
-    why neither worked."""
+    """Download or unpack ``stems`` into ``target``.
+
+    Returns the files and their source, or the reasons why neither worked.
+    """
     from filelock import FileLock
 
     try:

@@ -6,7 +6,7 @@ from anndata import AnnData
 
 
 def pbmc68k_reduced() -> AnnData:
-    """scanpy's bundled ``pbmc68k_reduced``: 700 PBMCs × 765 genes, available offline.
+    """Scanpy's bundled ``pbmc68k_reduced``: 700 PBMCs × 765 genes, available offline.
 
     ``X`` holds scaled (z-scored) values, not counts, so use ``likelihood="normal"``.
     Cell types are in ``obs["bulk_labels"]`` (10 types). For your own data, use scanpy's

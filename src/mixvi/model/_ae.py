@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from ..module import AEModule
+from mixvi.module import AEModule
+from mixvi.module._likelihoods import Likelihood
+
 from ._base import MixviModel
 
 
@@ -62,7 +64,7 @@ class AE(MixviModel):
         n_latent: int = 10,
         n_hidden: int = 128,
         n_layers: int = 1,
-        likelihood: str = "normal",
+        likelihood: Likelihood = "normal",
         linear: bool = False,
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,

@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -17,9 +17,10 @@ from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, Laye
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
-from .._paths import output_path, plain_name
-from .._settings import quiet_lightning
-from ..module._likelihoods import check_likelihood
+from mixvi._paths import output_path, plain_name
+from mixvi._settings import quiet_lightning
+from mixvi.module._likelihoods import Likelihood, check_likelihood
+
 from ._guard import NonFiniteLossError, TrainingGuard
 from ._minibatches import INFERENCE_BATCH_SIZE, InMemoryDataSplitter, RowIndexField, choose_loader
 from ._training_plan import MixviTrainingPlan
@@ -71,7 +72,7 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
     def __init__(
         self,
         adata: AnnData | None = None,
-        likelihood: str = "normal",
+        likelihood: Likelihood = "normal",
         n_latent: int = 10,
         n_hidden: int = 128,
         n_layers: int = 1,
@@ -131,7 +132,7 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         devices: int | list[int] | str = "auto",
         train_size: float | None = None,
         early_stopping: bool = False,
-        loader: str = "auto",
+        loader: Literal["auto", "device", "anndata"] = "auto",
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from typing import Literal
 
@@ -12,8 +11,10 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from ..module import GMVAEModule
-from ..module._prior import Covariance, check_covariance
+from mixvi.module import GMVAEModule
+from mixvi.module._likelihoods import Likelihood
+from mixvi.module._prior import Covariance, check_covariance
+
 from ._base import register_anndata
 from ._clusters import MixtureResultsMixin
 from ._mixture_start import Init, MixtureStart, check_start, mixture_start
@@ -21,6 +22,7 @@ from ._n_components import ChooseKMixin
 from ._phases import PHASES, PROGRESS, history_lengths, history_since, plan_epochs, timed
 from ._reference import ReferenceMappingMixin
 from ._vae import VariationalModel
+from ._validation import warn_small_conditions
 
 logger = logging.getLogger("mixvi")
 
@@ -54,7 +56,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
     n_latent, n_hidden, n_layers, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale, input_dropout_rate
         As in :class:`~mixvi.model.VAE`.
     prior_covariance
-        ``"diag"`` (σ_c², as in VaDE) or ``"full"`` (Σ_c): full covariances follow clusters
+        ``"diag"`` (σ_c², as in VaDE :cite:p:`Jiang2017`) or ``"full"`` (Σ_c): full covariances follow clusters
         that lie obliquely to the latent axes; try them when clusters look elongated.
     k_range
         With ``n_components="auto"``: the smallest and largest candidate K.
@@ -65,11 +67,9 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         How far training has come: ``"built"``, ``"pretrained"``, ``"started"``,
         ``"anchored"`` or ``"trained"``.
     pretrain_history_, anchor_history_
-        The history tables of the pretraining and anchored phases alone; ``history`` holds
-        every epoch.
+        The history tables of the pretraining and anchored phases alone.
     phase_seconds_
-        Wall-clock seconds of each phase (``"pretraining"``, ``"mixture_start"``, of which
-        ``"umap"``, ``"anchored"``, ``"free"``) since the last :meth:`train` call began.
+        Seconds of each phase (``"umap"`` is part of ``"mixture_start"``) since :meth:`train`.
     n_components_choice_
         With ``n_components="auto"``, once chosen: :meth:`compare_n_components`' table.
 
@@ -92,7 +92,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         n_latent: int = 10,
         n_hidden: int = 256,
         n_layers: int = 2,
-        likelihood: str = "normal",
+        likelihood: Likelihood = "normal",
         n_samples: int = 1,
         dropout_rate: float = 0.0,
         use_batch_norm: bool = True,
@@ -282,7 +282,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         max_epochs
             Pretraining epochs. More give a better-separated latent on large data.
         mode
-            ``"ae"``: an autoencoder, the reconstruction of the posterior mean (VaDE, N2D).
+            ``"ae"``: an autoencoder, the reconstruction of the posterior mean, as VaDE and N2D pretrain.
             ``"vae"``: a VAE with the standard normal prior (a conditional VAE when the model
             has a condition). ``"auto"`` takes ``"vae"`` when the model has a condition or
             covariates and ``"ae"`` otherwise: an autoencoder keeps in its latent what its
@@ -382,7 +382,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         seed: int | None,
         posterior_variance: bool | None,
     ) -> MixtureStart:
-        from .._settings import settings
+        from mixvi._settings import settings
 
         if self.k_candidates_ is not None:
             self.choose_n_components()
@@ -484,18 +484,6 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         return "vae" if conditional else "ae"
 
     def _warn_small_conditions(self, n_components: int) -> None:
-        """Warn when a condition has fewer cells than components: it cannot hold every cluster."""
-        condition_key = self.registry_["setup_args"].get("condition_key")
-        if condition_key is None or self.adata is None:
-            return
-        counts = self.adata.obs[condition_key].value_counts()
-        small = counts[counts < n_components]
-        if len(small):
-            named = ", ".join(f"{name!r} ({int(n)} cells)" for name, n in small.items())
-            warnings.warn(
-                f"Condition(s) {named} of adata.obs[{condition_key!r}] have fewer cells than "
-                f"n_components={n_components}: such a condition cannot hold every cluster, and a "
-                "type seen only there is hard to tell from the condition's effect.",
-                UserWarning,
-                stacklevel=3,
-            )
+        warn_small_conditions(
+            self.adata, self.registry_["setup_args"].get("condition_key"), n_components
+        )

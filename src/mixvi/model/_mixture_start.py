@@ -39,7 +39,24 @@ def check_start(
 
 @dataclass
 class MixtureStart:
-    """A clustering of latent means turned into the GMVAE prior's π, μ and σ²."""
+    """A clustering of latent means turned into the GMVAE prior's π, μ and σ².
+
+    Parameters
+    ----------
+    weights
+        Mixture weights π, shape ``(K,)``.
+    means
+        Component means, shape ``(K, d)``.
+    variances
+        Variances ``(K, d)`` (diagonal prior) or covariance matrices ``(K, d, d)``.
+    responsibilities
+        Each cell's membership of each component, shape ``(n_cells, K)``.
+    log_likelihood
+        Mean log-likelihood per cell of the mixture in the space it was fitted in (the UMAP
+        for ``"umap"``, the latent otherwise): a label-free score to compare starts by.
+    umap_seconds
+        Seconds spent on the UMAP behind ``init="umap"``, most of that start's cost.
+    """
 
     weights: np.ndarray
     means: np.ndarray
@@ -74,7 +91,7 @@ def mixture_start(
         clusters), whose responsibilities weigh the moments of ``z``: the prior lives in the
         latent, not in the UMAP. UMAP makes curved clusters compact, which suits the
         curved clusters of an autoencoder's latent. ``"gmm"``: a GaussianMixture on ``z``
-        itself with the prior's covariance, as VaDE starts; it suits a VAE's latent, whose
+        itself with the prior's covariance, as VaDE :cite:p:`Jiang2017` starts; it suits a VAE's latent, whose
         KL to N(0, I) makes clusters close to Gaussian blobs. ``"kmeans"``: k-means on ``z``,
         each cell wholly in its cluster, and the clusters' moments; equal spheres, in
         seconds where the UMAP takes minutes on large data.

@@ -4,7 +4,7 @@ The held-out ELBO barely moves with K, because the decoder makes up for a coarse
 it cannot choose. What K should count are the groups of cells that lie apart in the latent
 space of a VAE pretraining. Each candidate K gets one partition of the cells: a
 full-covariance Gaussian mixture with K components on a 2-D UMAP of the posterior means
-(as the GMVAE's ``init="umap"`` start clusters, and as N2D does). The partition is scored
+(as the GMVAE's ``init="umap"`` start clusters, and as N2D :cite:p:`McConville2021` does). The partition is scored
 by its silhouette twice:
 
 - in the UMAP, where curved clusters (digits written in several ways) become compact, so
@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..module._prior import MixturePrior
+from mixvi.module._prior import MixturePrior
+
 from ._mixture_start import umap_embedding
 
 if TYPE_CHECKING:
@@ -54,8 +55,10 @@ def check_candidates(candidates: Sequence[int], n_obs: int) -> list[int]:
 
 
 def k_range_candidates(low: int, high: int, n_obs: int, given: str) -> list[int]:
-    """The candidates ``low..high`` (the top capped at ``n_obs``), checked; ``given`` names
-    the argument as the caller spells it, for the error."""
+    """The candidates ``low..high`` (the top capped at ``n_obs``), checked.
+
+    ``given`` names the argument as the caller spells it, for the error.
+    """
     low, high = int(low), int(high)
     if low < 1 or high < low:
         raise ValueError(f"{given}: needs 1 <= smallest <= largest.")
@@ -175,7 +178,7 @@ def compare_n_components(
     """
     from scvi.model._utils import get_max_epochs_heuristic
 
-    from .._settings import isolated_seed
+    from mixvi._settings import isolated_seed
 
     ks = check_candidates(n_components, adata.n_obs)
     if fit_models and not 0 < train_size < 1:
@@ -217,8 +220,11 @@ def compare_n_components(
 
 
 class ChooseKMixin:
-    """Choosing K for :class:`~mixvi.model.GMVAE`: :meth:`compare_n_components` scores the
-    candidates, :meth:`choose_n_components` resizes a model built with ``"auto"``."""
+    """Choosing K for :class:`~mixvi.model.GMVAE`.
+
+    :meth:`compare_n_components` scores the candidates; :meth:`choose_n_components` resizes
+    a model built with ``n_components="auto"``.
+    """
 
     def choose_n_components(self, seed: int | None = None, **kwargs) -> int:
         """Choose K among ``k_range`` (``n_components="auto"``) and resize the prior.
@@ -237,7 +243,8 @@ class ChooseKMixin:
         -------
         The chosen K.
         """
-        from .._settings import isolated_seed, settings
+        from mixvi._settings import isolated_seed, settings
+
         from ._n_components import chosen_k
 
         if self.k_candidates_ is None:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._paths import plain_name
+from mixvi._paths import plain_name
 
 #: the key that marks a table stored as plain arrays
 _TABLE = "__mixvi_table__"

@@ -10,7 +10,9 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import VAEMixin
 
-from ..module import VAEModule
+from mixvi.module import VAEModule
+from mixvi.module._likelihoods import Likelihood
+
 from ._base import MixviModel
 
 
@@ -168,7 +170,7 @@ class VAE(VariationalModel):
         n_latent: int = 10,
         n_hidden: int = 128,
         n_layers: int = 1,
-        likelihood: str = "normal",
+        likelihood: Likelihood = "normal",
         n_samples: int = 1,
         dropout_rate: float = 0.1,
         use_batch_norm: bool = True,

@@ -5,6 +5,7 @@ Each check raises before the AnnData is touched, so a failed call leaves it unch
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -189,3 +190,22 @@ def infer_likelihood(adata: AnnData, layer: str | None = None) -> str:
     if unit:
         return "bernoulli"
     return "normal"
+
+
+def warn_small_conditions(
+    adata: AnnData | None, condition_key: str | None, n_components: int
+) -> None:
+    """Warn when a condition has fewer cells than components: it cannot hold every cluster."""
+    if condition_key is None or adata is None:
+        return
+    counts = adata.obs[condition_key].value_counts()
+    small = counts[counts < n_components]
+    if len(small):
+        named = ", ".join(f"{name!r} ({int(n)} cells)" for name, n in small.items())
+        warnings.warn(
+            f"Condition(s) {named} of adata.obs[{condition_key!r}] have fewer cells than "
+            f"n_components={n_components}: such a condition cannot hold every cluster, and a "
+            "type seen only there is hard to tell from the condition's effect.",
+            UserWarning,
+            stacklevel=4,
+        )

@@ -42,8 +42,8 @@ class AutoencoderBase(BaseModuleClass):
         Whether the encoder outputs a distribution (VAE) or a point (AE).
     input_dropout_rate
         Fraction of the encoder's input features set to zero, drawn anew for every cell
-        and step, while training (masking noise of a denoising autoencoder, as DEC
-        pretrains). The decoder still reconstructs the uncorrupted input.
+        and step, while training: the masking noise of a denoising autoencoder, as DEC
+        :cite:p:`Xie2016` pretrains. The decoder still reconstructs the uncorrupted input.
     """
 
     def __init__(

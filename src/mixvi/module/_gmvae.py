@@ -66,7 +66,7 @@ class GMVAEModule(VAEModule):
         return self.prior.covariance
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) under the mixture (used by :meth:`marginal_ll`).
+        """Log p(z) under the mixture (used by :meth:`marginal_ll`).
 
         Parameters
         ----------

@@ -32,7 +32,7 @@ class MixturePrior(nn.Module):
     The interface follows :class:`scvi.module.base.MogPrior` (``get_prior`` returns a torch
     distribution, ``kl`` the per-cell KL), but the KL here is analytic rather than a
     30-draw Monte Carlo estimate, and the cluster posterior can be given from outside
-    (the GMVAE's anchored phase). ``covariance="diag"`` gives Σ_c = diag σ_c² (VaDE);
+    (the GMVAE's anchored phase). ``covariance="diag"`` gives Σ_c = diag σ_c² (VaDE :cite:p:`Jiang2017`);
     ``"full"`` gives Σ_c = L_c L_cᵀ with a learnable lower-triangular L_c whose diagonal is
     σ_c. The full prior starts with its off-diagonal part at zero, i.e. as the diagonal one.
     Every density is computed in log space (logsumexp) for stability.
@@ -71,7 +71,7 @@ class MixturePrior(nn.Module):
 
     # -- parameters ------------------------------------------------------------------------
     def log_weights(self) -> torch.Tensor:
-        """log π, shape ``(K,)``."""
+        """Log π, shape ``(K,)``."""
         return torch.log_softmax(self.logits, dim=-1)
 
     def scale_tril(self) -> torch.Tensor:
@@ -120,7 +120,7 @@ class MixturePrior(nn.Module):
         ).squeeze(-1)
 
     def log_prob_components(self, z: torch.Tensor) -> torch.Tensor:
-        """log N(z; μ_c, Σ_c) for every component, shape ``(..., K)``.
+        """Log N(z; μ_c, Σ_c) for every component, shape ``(..., K)``.
 
         Parameters
         ----------
@@ -139,7 +139,7 @@ class MixturePrior(nn.Module):
         return -0.5 * (np.log(2 * np.pi) + self.log_var + (z - self.means) ** 2 / var).sum(-1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) = logsumexp_c [log π_c + log N(z; μ_c, Σ_c)], shape ``(...)``.
+        """Log p(z) = logsumexp_c [log π_c + log N(z; μ_c, Σ_c)], shape ``(...)``.
 
         Parameters
         ----------
@@ -149,7 +149,7 @@ class MixturePrior(nn.Module):
         return torch.logsumexp(self.log_weights() + self.log_prob_components(z), dim=-1)
 
     def log_responsibilities(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(c|z), shape ``(..., K)``.
+        """Log p(c|z), shape ``(..., K)``.
 
         Parameters
         ----------

@@ -60,7 +60,7 @@ class VAEModule(AutoencoderBase):
 
     # -- prior -----------------------------------------------------------------------------
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z), summed over latent dimensions.
+        """Log p(z), summed over latent dimensions.
 
         Parameters
         ----------

@@ -1,4 +1,4 @@
-"""Image plots. Each function returns a matplotlib Figure and can save it."""
+"""Image plots, with scanpy's ``ax``, ``show``, ``save`` and ``return_fig`` conventions."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from anndata import AnnData
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..data._images import image_shape_of
+from mixvi.data._images import image_shape_of
 
 __all__ = ["cluster_examples", "images", "reconstructions", "samples"]
 
@@ -29,9 +30,27 @@ def _grid(
     cmap: str,
     title: str | None,
     panel_size: float,
-    save: str | os.PathLike | None,
-) -> Figure:
-    """Draw one row of images per group; empty cells are left blank."""
+    out: dict,
+) -> Figure | None:
+    """Draw one row of images per group; empty cells are left blank.
+
+    Without an ``ax`` each image gets an axes of its own; into a given ``ax`` the grid is
+    drawn as one montage, with the row labels on its y axis.
+    """
+    ax = out["ax"]
+    if ax is None:
+        fig = _panels(rows, row_labels, image_shape, ncols, cmap, panel_size)
+    else:
+        fig = ax.figure
+        _montage(ax, rows, row_labels, image_shape, ncols, cmap)
+    if title:
+        (fig.suptitle if ax is None else ax.set_title)(title)
+    if ax is None:
+        fig.tight_layout()
+    return _output(fig, out)
+
+
+def _panels(rows, row_labels, image_shape, ncols, cmap, panel_size) -> Figure:
     nrows = len(rows)
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), squeeze=False
@@ -47,12 +66,37 @@ def _grid(
                 ax.imshow(imgs[c].reshape(image_shape), cmap=cmap, vmin=0, vmax=1)
             if c == 0 and label:
                 ax.set_ylabel(str(label), rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if save is not None:
-        fig.savefig(save, dpi=100, bbox_inches="tight")
     return fig
+
+
+def _montage(ax: Axes, rows, row_labels, image_shape, ncols, cmap) -> None:
+    h, w = image_shape[:2]
+    channels = image_shape[2:]
+    # NaN shows as blank (the colour map's "bad"); a one-pixel gap keeps images apart
+    canvas = np.full((len(rows) * (h + 1), ncols * (w + 1), *channels), np.nan, np.float32)
+    for r, imgs in enumerate(rows):
+        for c in range(min(ncols, len(imgs))):
+            top, left = r * (h + 1), c * (w + 1)
+            canvas[top : top + h, left : left + w] = imgs[c].reshape(image_shape)
+    if channels:
+        canvas = np.nan_to_num(canvas, nan=1.0)  # RGB has no colour map: gaps are white
+    ax.imshow(canvas, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([r * (h + 1) + h / 2 for r in range(len(rows))], [str(x) for x in row_labels])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _output(fig: Figure, out: dict) -> Figure | None:
+    """Save, show and return as scanpy's plotting functions do."""
+    if out["save"] is not None:
+        fig.savefig(out["save"], dpi=100, bbox_inches="tight")
+    show = out["show"]
+    if show is None:  # scanpy's default: show, unless the caller wants to draw on
+        show = out["ax"] is None and not out["return_fig"]
+    if show:
+        plt.show()
+    return fig if out["return_fig"] or not show else None
 
 
 def images(
@@ -65,8 +109,11 @@ def images(
     title: str | None = None,
     seed: int = 0,
     panel_size: float = 1.0,
+    ax: Axes | None = None,
+    show: bool | None = None,
     save: str | os.PathLike | None = None,
-) -> Figure:
+    return_fig: bool = False,
+) -> Figure | None:
     """A grid of images, optionally one row per group of an ``obs`` column.
 
     Parameters
@@ -89,14 +136,21 @@ def images(
     seed
         Seed for picking group members.
     panel_size
-        Inches per image.
+        Inches per image (without ``ax``).
+    ax
+        Draw the grid into this axes, as one montage, instead of a new figure.
+    show
+        Show the figure; by default unless ``ax`` or ``return_fig`` is given.
     save
         Path to save the figure to.
+    return_fig
+        Return the :class:`~matplotlib.figure.Figure`.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The figure when ``return_fig`` is set or it was not shown, else ``None``.
     """
+    out = {"ax": ax, "show": show, "save": save, "return_fig": return_fig}
     rng = np.random.default_rng(seed)
     if isinstance(data, AnnData):
         shape = image_shape_of(data)
@@ -113,7 +167,7 @@ def images(
                 pick = np.sort(rng.choice(idx, size=min(ncols, idx.size), replace=False))
                 rows.append(_as_rows(x[pick]))
                 labels.append(f"{cat} (n={idx.size})")
-            return _grid(rows, labels, shape, ncols, cmap, title, panel_size, save)
+            return _grid(rows, labels, shape, ncols, cmap, title, panel_size, out)
         flat = _as_rows(x[: min(n, data.n_obs)])
     else:
         arr = np.asarray(data, dtype=np.float32)
@@ -129,7 +183,7 @@ def images(
             raise ValueError(f"Cannot read images from an array of shape {arr.shape}.")
         flat = arr.reshape(arr.shape[0], -1)[:n]
     rows = [flat[i : i + ncols] for i in range(0, flat.shape[0], ncols)]
-    return _grid(rows, [""] * len(rows), shape, ncols, cmap, title, panel_size, save)
+    return _grid(rows, [""] * len(rows), shape, ncols, cmap, title, panel_size, out)
 
 
 def reconstructions(
@@ -139,8 +193,11 @@ def reconstructions(
     indices: Sequence[int] | None = None,
     seed: int = 0,
     cmap: str = "gray_r",
+    ax: Axes | None = None,
+    show: bool | None = None,
     save: str | os.PathLike | None = None,
-) -> Figure:
+    return_fig: bool = False,
+) -> Figure | None:
     """Originals (top row) next to the model's reconstructions (bottom row).
 
     Parameters
@@ -157,8 +214,18 @@ def reconstructions(
         Seed for picking observations.
     cmap
         Colour map.
+    ax
+        Draw the grid into this axes, as one montage, instead of a new figure.
+    show
+        Show the figure; by default unless ``ax`` or ``return_fig`` is given.
     save
         Path to save the figure to.
+    return_fig
+        Return the :class:`~matplotlib.figure.Figure`.
+
+    Returns
+    -------
+    The figure when ``return_fig`` is set or it was not shown, else ``None``.
     """
     adata = model.adata if adata is None else adata
     shape = image_shape_of(adata)
@@ -176,7 +243,7 @@ def reconstructions(
         cmap,
         f"{type(model).__name__} reconstructions",
         1.0,
-        save,
+        {"ax": ax, "show": show, "save": save, "return_fig": return_fig},
     )
 
 
@@ -187,8 +254,11 @@ def samples(
     condition: str | None = None,
     seed: int = 0,
     cmap: str = "gray_r",
+    ax: Axes | None = None,
+    show: bool | None = None,
     save: str | os.PathLike | None = None,
-) -> Figure:
+    return_fig: bool = False,
+) -> Figure | None:
     """Images generated by the model: one row per CVAE condition or per GMVAE component.
 
     Parameters
@@ -208,8 +278,18 @@ def samples(
         Seed for the prior draws.
     cmap
         Colour map.
+    ax
+        Draw the grid into this axes, as one montage, instead of a new figure.
+    show
+        Show the figure; by default unless ``ax`` or ``return_fig`` is given.
     save
         Path to save the figure to.
+    return_fig
+        Return the :class:`~matplotlib.figure.Figure`.
+
+    Returns
+    -------
+    The figure when ``return_fig`` is set or it was not shown, else ``None``.
     """
     shape = image_shape_of(model.adata)
     conditions = getattr(model, "conditions", None)
@@ -226,7 +306,8 @@ def samples(
         if groups is not None:
             raise ValueError(f"{type(model).__name__} has no conditions to group samples by.")
         rows, labels = [model.generate(n, seed=seed)], ["prior"]
-    return _grid(rows, labels, shape, n, cmap, f"{type(model).__name__} samples", 1.0, save)
+    out = {"ax": ax, "show": show, "save": save, "return_fig": return_fig}
+    return _grid(rows, labels, shape, n, cmap, f"{type(model).__name__} samples", 1.0, out)
 
 
 def cluster_examples(
@@ -235,8 +316,11 @@ def cluster_examples(
     n_per_cluster: int = 8,
     seed: int = 0,
     cmap: str = "gray_r",
+    ax: Axes | None = None,
+    show: bool | None = None,
     save: str | os.PathLike | None = None,
-) -> Figure:
+    return_fig: bool = False,
+) -> Figure | None:
     """Random members of each cluster, one row per cluster, to judge clusters by eye.
 
     Parameters
@@ -251,8 +335,18 @@ def cluster_examples(
         Seed for picking members.
     cmap
         Colour map.
+    ax
+        Draw the grid into this axes, as one montage, instead of a new figure.
+    show
+        Show the figure; by default unless ``ax`` or ``return_fig`` is given.
     save
         Path to save the figure to.
+    return_fig
+        Return the :class:`~matplotlib.figure.Figure`.
+
+    Returns
+    -------
+    The figure when ``return_fig`` is set or it was not shown, else ``None``.
     """
     return images(
         adata,
@@ -261,5 +355,8 @@ def cluster_examples(
         cmap=cmap,
         seed=seed,
         title=f"members of each {cluster_key}",
+        ax=ax,
+        show=show,
         save=save,
+        return_fig=return_fig,
     )
