@@ -21,7 +21,7 @@ def _load(name: str):
 def test_quality_benchmark_smoke(tmp_path):
     quality = _load("quality")
     summary = quality.main(["--smoke", "--seeds", "0", "1", "--out", str(tmp_path)])
-    assert set(summary) == {"fashion_mnist", "mnist5k", "pbmc", "conditional"}
+    assert set(summary) == {"fashion_mnist", "mnist5k", "pbmc", "pbmc3k", "kang", "conditional"}
     for name, methods in summary.items():
         assert set(methods) == set(quality.dataset_methods(name))
         for scores in methods.values():
@@ -40,6 +40,11 @@ def test_quality_benchmark_smoke(tmp_path):
     for scores in summary["conditional"].values():
         assert 0 <= scores["condition_nmi"][0] <= 1 and -1 <= scores["condition_ari"][0] <= 1
     assert "condition ARI" in table and "condition_ari" not in summary["pbmc"]["gmvae"]
+    # real counts: scVI among the baselines, and Kang's clusters scored against stimulation
+    assert "| pbmc3k | scvi_leiden |" in table and "| kang | scvi_kmeans |" in table
+    assert "condition_ari" in summary["kang"]["gmvae"]
+    assert "condition_ari" not in summary["pbmc3k"]["gmvae"]
+    assert "- pbmc3k: GMVAE mean ARI" in table and "- kang: GMVAE mean NMI" in table
     # every dataset's headline score is set against its best baseline in the same table
     assert "- pbmc: GMVAE mean ARI" in table and "- mnist5k: GMVAE mean ACC" in table
     # a label-tuned dataset's target lines say it does not count; the others' do not
