@@ -159,9 +159,9 @@ _PHASE_ARGUMENTS = (
 )
 
 
-def compare_n_components(
-    model_cls: type,
-    adata,
+def _compare_n_components(
+    cls: type,
+    adata: AnnData,
     n_components: Sequence[int],
     train_size: float = 0.9,
     seed: int = 0,
@@ -171,10 +171,53 @@ def compare_n_components(
     fit_models: bool = True,
     selection_epochs: int | None = None,
 ) -> pd.DataFrame:
-    """:meth:`mixvi.model.GMVAE.compare_n_components` for the model class ``model_cls``.
+    """Score candidate K without labels; ``chosen`` marks the best separated clusters.
 
-    Everything runs inside :func:`mixvi._settings.isolated_seed`, so that the global random
-    state is the same before and after.
+    One VAE is pretrained on all cells; for each K a Gaussian mixture clusters a 2-D
+    UMAP of its latent, and the clusters' silhouettes in the UMAP and in the latent are
+    each divided by their best over the candidates. The K whose worse view is highest
+    is chosen (:func:`~mixvi.model._n_components.separation_scores`). With
+    ``fit_models``, every K also gets a GMVAE trained on the same random ``train_size``
+    of the cells, whose held-out ELBO and collapsed components are listed. The global
+    random state is left as it was.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_components
+        The candidate K: distinct integers between 1 and the number of cells.
+    train_size
+        Fraction of cells the per-K models train on; the rest is held out.
+    seed
+        Seed of the pretraining, the UMAP and mixtures, the split and the training.
+    collapse_threshold
+        Weight below which a component counts as collapsed.
+    model_kwargs, train_kwargs
+        Passed to the constructor and to :meth:`train` (the per-K models).
+    fit_models
+        Also train one GMVAE per K; ``False`` gives the choice alone, for the cost of
+        one pretraining.
+    selection_epochs
+        Epochs of the VAE pretraining behind the choice; by default
+        ``train_kwargs["pretrain_epochs"]``, else a third of scvi-tools' heuristic.
+
+    Returns
+    -------
+    One row per K: ``silhouette_umap``, ``silhouette_latent``, ``score`` (higher is
+    better), ``chosen`` and, with ``fit_models``, ``heldout_elbo`` (per cell),
+    ``train_elbo``, ``n_collapsed`` and ``collapsed``.
+
+    Raises
+    ------
+    ValueError
+        Before any training, for an empty candidate list, a K below 1 or above the
+        number of cells, or a K given twice.
+
+    Examples
+    --------
+    >>> table = mixvi.model.GMVAE.compare_n_components(adata, range(2, 16), fit_models=False)
+    >>> best_k = int(table.index[table["chosen"]][0])
     """
     from scvi.model._utils import get_max_epochs_heuristic
 
@@ -196,7 +239,7 @@ def compare_n_components(
         key: value for key, value in train_kwargs.items() if key not in _PHASE_ARGUMENTS
     }
     with isolated_seed(seed):
-        selector = model_cls(adata, n_components=min(ks), **model_kwargs)
+        selector = cls(adata, n_components=min(ks), **model_kwargs)
         selector.pretrain(selection_epochs, "vae", **common)
         table = separation_scores(selector.get_latent_representation(), ks, seed=seed)
         if not fit_models:
@@ -204,7 +247,7 @@ def compare_n_components(
         rows = []
         for k in ks:
             with isolated_seed(seed):  # the same split and start for every K
-                model = model_cls(adata, n_components=k, **model_kwargs)
+                model = cls(adata, n_components=k, **model_kwargs)
                 model.train(train_size=train_size, **train_kwargs)
             collapsed = model.collapsed_components(collapse_threshold)
             rows.append(
@@ -274,78 +317,4 @@ class ChooseKMixin:
         logger.info("n_components='auto': K=%d", k)
         return k
 
-    @classmethod
-    def compare_n_components(
-        cls,
-        adata: AnnData,
-        n_components: Sequence[int],
-        train_size: float = 0.9,
-        seed: int = 0,
-        collapse_threshold: float = 0.01,
-        model_kwargs: Mapping | None = None,
-        train_kwargs: Mapping | None = None,
-        fit_models: bool = True,
-        selection_epochs: int | None = None,
-    ) -> pd.DataFrame:
-        """Score candidate K without labels; ``chosen`` marks the best separated clusters.
-
-        One VAE is pretrained on all cells; for each K a Gaussian mixture clusters a 2-D
-        UMAP of its latent, and the clusters' silhouettes in the UMAP and in the latent are
-        each divided by their best over the candidates. The K whose worse view is highest
-        is chosen (:func:`~mixvi.model._n_components.separation_scores`). With
-        ``fit_models``, every K also gets a GMVAE trained on the same random ``train_size``
-        of the cells, whose held-out ELBO and collapsed components are listed. The global
-        random state is left as it was.
-
-        Parameters
-        ----------
-        adata
-            AnnData registered with :meth:`setup_anndata`.
-        n_components
-            The candidate K: distinct integers between 1 and the number of cells.
-        train_size
-            Fraction of cells the per-K models train on; the rest is held out.
-        seed
-            Seed of the pretraining, the UMAP and mixtures, the split and the training.
-        collapse_threshold
-            Weight below which a component counts as collapsed.
-        model_kwargs, train_kwargs
-            Passed to the constructor and to :meth:`train` (the per-K models).
-        fit_models
-            Also train one GMVAE per K; ``False`` gives the choice alone, for the cost of
-            one pretraining.
-        selection_epochs
-            Epochs of the VAE pretraining behind the choice; by default
-            ``train_kwargs["pretrain_epochs"]``, else a third of scvi-tools' heuristic.
-
-        Returns
-        -------
-        One row per K: ``silhouette_umap``, ``silhouette_latent``, ``score`` (higher is
-        better), ``chosen`` and, with ``fit_models``, ``heldout_elbo`` (per cell),
-        ``train_elbo``, ``n_collapsed`` and ``collapsed``.
-
-        Raises
-        ------
-        ValueError
-            Before any training, for an empty candidate list, a K below 1 or above the
-            number of cells, or a K given twice.
-
-        Examples
-        --------
-        >>> table = mixvi.model.GMVAE.compare_n_components(adata, range(2, 16), fit_models=False)
-        >>> best_k = int(table.index[table["chosen"]][0])
-        """
-        from ._n_components import compare_n_components
-
-        return compare_n_components(
-            cls,
-            adata,
-            n_components,
-            train_size=train_size,
-            seed=seed,
-            collapse_threshold=collapse_threshold,
-            model_kwargs=model_kwargs,
-            train_kwargs=train_kwargs,
-            fit_models=fit_models,
-            selection_epochs=selection_epochs,
-        )
+    compare_n_components = classmethod(_compare_n_components)
