@@ -14,7 +14,7 @@ class MixtureResultsMixin:
     """Cluster results of a model whose module has a :class:`~mixvi.module.MixturePrior`.
 
     For :class:`~mixvi.model.GMVAE`; it relies on the model's ``_map_minibatches`` and
-    ``_decode``.
+    ``_generate``.
     """
 
     @torch.inference_mode()
@@ -138,8 +138,6 @@ class MixtureResultsMixin:
         condition, covariates, library_size, sample, seed
             As in :meth:`mixvi.model.VAE.generate`.
         """
-        generator = torch.Generator(device="cpu")
-        if seed is not None:
-            generator.manual_seed(seed)
-        z = self._sample_prior(n, generator, component=component)
-        return self._decode(z, condition, covariates, library_size, sample)
+        return self._generate(
+            n, condition, covariates, library_size, sample, seed, component=component
+        )

@@ -92,10 +92,26 @@ class VariationalModel(VAEMixin, MixviModel):
         -------
         Array of shape ``(n, n_vars)``: means of p(x|z) (e.g. pixel probabilities), or draws.
         """
+        return self._generate(n, condition, covariates, library_size, sample, seed)
+
+    def _generate(
+        self,
+        n: int,
+        condition: str | None,
+        covariates: Mapping[str, str] | None,
+        library_size: float | None,
+        sample: bool,
+        seed: int | None,
+        **prior,
+    ) -> np.ndarray:
+        """Draw ``n`` z from the prior with a generator of their own, and decode them.
+
+        ``prior`` holds the model's options of the draw (the GMVAE's component).
+        """
         generator = torch.Generator(device="cpu")
         if seed is not None:
             generator.manual_seed(seed)
-        z = self._sample_prior(n, generator)
+        z = self._sample_prior(n, generator, **prior)
         return self._decode(z, condition, covariates, library_size, sample)
 
     def _sample_prior(self, n: int, generator: torch.Generator, **kwargs) -> torch.Tensor:
