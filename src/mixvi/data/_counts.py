@@ -21,6 +21,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,15 +233,27 @@ def _read_backed(path: Path) -> AnnData:
         return ad.read_h5ad(path, backed="r")
 
 
-def _counts_anndata(path: Path, obs: pd.DataFrame, var: pd.DataFrame, name: str) -> AnnData:
-    backed = _read_backed(path)  # the dense matrix is read in blocks
+def _load(
+    entry: CountFile,
+    path: str | os.PathLike | None,
+    download: bool,
+    annotations: Callable[[AnnData], tuple[pd.DataFrame, pd.DataFrame]],
+) -> AnnData:
+    """The file of ``entry``, opened once, as counts in X and ``layers["counts"]``.
+
+    ``annotations`` gives obs and var from the opened file; the matrix is read in blocks
+    (Kang's is stored dense).
+    """
+    backed = _read_backed(fetch_count_file(entry, path, download))
     try:
+        obs, var = annotations(backed)
+        obs.index = backed.obs_names.copy()
         x = _to_csr(backed.X)
     finally:
         backed.file.close()
     adata = AnnData(x, obs=obs, var=var)
     adata.layers["counts"] = adata.X.copy()
-    adata.uns["dataset"] = name
+    adata.uns["dataset"] = entry.name
     return adata
 
 
@@ -259,12 +272,12 @@ def pbmc3k(path: str | os.PathLike | None = None, download: bool = True) -> AnnD
     AnnData ``2700 × 32738``: counts in ``X`` and ``layers["counts"]`` (sparse, float32
     integers), ``obs["cell_type"]`` (categorical, 8 types) and ``var["gene_ids"]``.
     """
-    file = fetch_count_file(PBMC3K, path, download)
-    meta = _read_backed(file)
-    obs = pd.DataFrame({"cell_type": meta.obs["celltype"].astype("category")}, index=meta.obs_names)
-    var = meta.var[["gene_ids"]].copy()
-    meta.file.close()
-    return _counts_anndata(file, obs, var, PBMC3K.name)
+
+    def annotations(meta: AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
+        cell_type = meta.obs["celltype"].astype("category")
+        return pd.DataFrame({"cell_type": cell_type}), meta.var[["gene_ids"]].copy()
+
+    return _load(PBMC3K, path, download, annotations)
 
 
 def kang18(path: str | os.PathLike | None = None, download: bool = True) -> AnnData:
@@ -283,20 +296,19 @@ def kang18(path: str | os.PathLike | None = None, download: bool = True) -> AnnD
     integers), ``obs["cell_type"]`` (the 10 ``seurat_annotations``), ``obs["condition"]``
     (``"control"`` or ``"stimulated"``) and ``obs["stim"]`` as published (CTRL, STIM).
     """
-    file = fetch_count_file(KANG18, path, download)
-    meta = _read_backed(file)
-    stim = meta.obs["stim"].astype(str)
-    obs = pd.DataFrame(
-        {
-            "cell_type": meta.obs["seurat_annotations"].astype("category"),
-            "condition": pd.Categorical(
-                np.where(stim == "STIM", "stimulated", "control"),
-                categories=["control", "stimulated"],
-            ),
-            "stim": meta.obs["stim"].astype("category"),
-        },
-        index=meta.obs_names,
-    )
-    var = pd.DataFrame(index=meta.var_names)
-    meta.file.close()
-    return _counts_anndata(file, obs, var, KANG18.name)
+
+    def annotations(meta: AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
+        stim = meta.obs["stim"].astype(str)
+        obs = pd.DataFrame(
+            {
+                "cell_type": meta.obs["seurat_annotations"].astype("category"),
+                "condition": pd.Categorical(
+                    np.where(stim == "STIM", "stimulated", "control"),
+                    categories=["control", "stimulated"],
+                ),
+                "stim": meta.obs["stim"].astype("category"),
+            }
+        )
+        return obs, pd.DataFrame(index=meta.var_names)
+
+    return _load(KANG18, path, download, annotations)
