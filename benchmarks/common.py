@@ -88,9 +88,17 @@ def write_results(stem: Path, text: str, payload: dict) -> None:
 
 # -- summaries ----------------------------------------------------------------------------
 def mean_sd(rows: list[dict], keys: Iterable[str]) -> dict:
-    """``[mean, sd]`` over seeds (one row each) of every score in ``keys``, and ``n_seeds``."""
+    """``[mean, sd]`` over seeds (one row each) of every score in ``keys``, and ``n_seeds``.
+
+    The sd is the sample standard deviation (``ddof=1``): ``np.std``'s default divides by
+    the number of seeds and understates the spread of five; one seed has an sd of 0.
+    """
+    ddof = 1 if len(rows) > 1 else 0
     return {
-        key: [float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows]))]
+        key: [
+            float(np.mean([r[key] for r in rows])),
+            float(np.std([r[key] for r in rows], ddof=ddof)),
+        ]
         for key in keys
     } | {"n_seeds": len(rows)}
 
