@@ -41,6 +41,7 @@ def _takes_parameters(obj) -> bool:
 
 
 def check(html_dir: Path) -> list[str]:
+    """Problems found in the built API pages under ``html_dir``; empty when there are none."""
     pages = sorted((html_dir / "generated").glob("*.html"))
     if not pages:
         return [f"no API pages under {html_dir / 'generated'}"]

@@ -35,6 +35,9 @@ def test_quality_benchmark_smoke(tmp_path):
     table = (tmp_path / "quality_smoke.md").read_text()
     assert "| mnist5k | gmvae |" in table and "n/a (smoke)" in table
     assert "- pbmc: labels guided a setting:" in table and "- mnist5k: labels guided" not in table
+    for guided in ("fashion_mnist", "conditional"):
+        assert f"- {guided}: labels guided a setting:" in table
+    assert "- pbmc3k: labels guided" not in table and "- kang: labels guided" not in table
     # the conditional counts: scVI among the baselines, and the clusters scored against the condition
     assert "| conditional | scvi_leiden |" in table and "| conditional | cvae_leiden |" in table
     for scores in summary["conditional"].values():
@@ -49,8 +52,9 @@ def test_quality_benchmark_smoke(tmp_path):
     assert "- pbmc: GMVAE mean ARI" in table and "- mnist5k: GMVAE mean ACC" in table
     # a label-tuned dataset's target lines say it does not count; the others' do not
     targets = [line for line in table.splitlines() if "GMVAE mean" in line]
+    guided = ("- pbmc:", "- fashion_mnist:", "- conditional:")
     assert all(
-        line.endswith("(labels guided a setting: does not count)") == line.startswith("- pbmc:")
+        line.endswith("(labels guided a setting: does not count)") == line.startswith(guided)
         for line in targets
     )
     assert "- conditional: GMVAE mean ARI" in table and "best baseline" in table
@@ -414,3 +418,30 @@ def test_pretraining_benchmark_takes_a_subset_of_images():
     pretraining = _load("pretraining")
     adata, labels = pretraining.load(False, 300)
     assert adata.n_obs == len(labels) == 300 and len(set(labels)) == 10
+
+
+def test_mean_sd_is_the_sample_standard_deviation_over_seeds():
+    common = _load("common")
+    rows = [{"ari": 0.5}, {"ari": 0.7}, {"ari": 0.9}]
+    summary = common.mean_sd(rows, ["ari"])
+    assert summary["n_seeds"] == 3
+    assert summary["ari"][0] == pytest.approx(0.7)
+    assert summary["ari"][1] == pytest.approx(0.2)  # ddof=1; np.std's default gives 0.163
+    assert common.mean_sd(rows[:1], ["ari"])["ari"] == [0.5, 0.0]
+
+
+def test_count_settings_benchmark_smoke(tmp_path):
+    count_settings = _load("count_settings")
+    summary = count_settings.main(["--smoke", "--seeds", "0", "--out", str(tmp_path)])
+    assert set(summary) == set(count_settings.METHODS)
+    assert all(np.isfinite(summary[net]["elbo"][0]) for net in count_settings.NETWORKS)
+    table = (tmp_path / "count_settings_smoke.md").read_text()
+    # development data whose labels chose the default: the table must say so
+    assert "sim_counts: labels guided a setting" in table and "| linear_leiden |" in table
+
+
+def test_the_count_default_is_the_network_count_settings_chose():
+    count_settings = _load("count_settings")
+    from mixvi.model._gmvae import COUNT_LAYERS
+
+    assert count_settings.NETWORKS["linear"] == {"n_layers": COUNT_LAYERS}

@@ -2,6 +2,7 @@
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import QUIET
@@ -10,6 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 from torch.distributions import Normal, kl_divergence
 
 import mixvi
+from mixvi.metrics import clustering_scores
 from mixvi.module import GMVAEModule
 
 
@@ -115,10 +117,29 @@ def test_save_load_keeps_the_clusters(trained_blobs, tmp_path):
 def test_conditional_gmvae_takes_the_condition(counts_adata):
     mixvi.model.GMVAE.setup_anndata(counts_adata, layer="counts", condition_key="condition")
     model = mixvi.model.GMVAE(counts_adata, n_components=3, likelihood="nb", n_hidden=32)
+    # counts with a condition: hidden layers by default, the first taking the condition
+    assert model.module.encoder.body.n_layers == 2
     assert model.module.encoder.body.fc.fc_layers[0][0].in_features == 40 + 2
     model.train(max_epochs=3, pretrain_epochs=1, **QUIET)
     assert model.get_cluster_probabilities().shape == (300, 3)
     assert model.generate(4, component=1, condition="B").shape == (4, 40)
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "n_layers", "expected"),
+    [("nb", None, 0), ("zinb", None, 0), ("poisson", None, 0), ("normal", None, 2), ("nb", 2, 2)],
+)
+def test_counts_get_linear_maps_by_default(counts_adata, tmp_path, likelihood, n_layers, expected):
+    # no condition: a condition needs hidden layers (test_conditional_gmvae_takes_the_condition)
+    mixvi.model.GMVAE.setup_anndata(counts_adata, layer="counts")
+    kwargs = {} if n_layers is None else {"n_layers": n_layers}
+    model = mixvi.model.GMVAE(counts_adata, n_components=3, likelihood=likelihood, **kwargs)
+    assert model.module.encoder.body.n_layers == expected
+    assert model.module.decoder.n_layers == expected
+    assert model.init_params_["non_kwargs"]["n_layers"] == expected
+    model.save(tmp_path / "m", save_anndata=False)
+    loaded = mixvi.model.GMVAE.load(tmp_path / "m", adata=counts_adata)
+    assert loaded.module.encoder.body.n_layers == expected
 
 
 def _epochs(model) -> int:
@@ -468,3 +489,42 @@ def test_full_covariance_gmvae_clusters_generates_and_round_trips(tmp_path):
     np.testing.assert_allclose(
         loaded.get_cluster_probabilities(), model.get_cluster_probabilities()
     )
+
+
+def test_conditional_gmvae_maps_a_query_with_a_new_condition_onto_its_clusters():
+    # scArches: the reference learns types under conditions 0 and 1; the query comes from
+    # condition 2, which the reference never saw, and keeps the reference's clusters
+    adata = mixvi.data.simulate_counts(
+        n_cells=900, n_genes=100, n_types=3, n_conditions=3, marker_lfc=2.0, seed=0
+    )
+    conditions = adata.obs["condition"].cat.categories
+    reference = adata[adata.obs["condition"] != conditions[2]].copy()
+    query = adata[adata.obs["condition"] == conditions[2]].copy()
+    mixvi.model.GMVAE.setup_anndata(reference, layer="counts", condition_key="condition")
+    model = mixvi.model.GMVAE(reference, n_components=3, likelihood="nb")
+    model.train(max_epochs=60, **QUIET)
+    types = reference.obs["cell_type"].to_numpy()
+    ref_clusters = model.get_cluster_assignments()
+    assert clustering_scores(types, ref_clusters)["ari"] > 0.9
+    # each type's cluster in the reference
+    type_cluster = pd.crosstab(types, ref_clusters).idxmax(axis=1)
+    means = model.module.prior.means.detach().clone()
+
+    query_model = mixvi.model.GMVAE.load_query_data(query, model)
+    first = query_model.module.encoder.body.fc.fc_layers[0][0]
+    frozen = first.weight.detach().clone()
+    query_model.train(max_epochs=20, **QUIET)
+    # the reference's gene weights do not move (weight decay moved them before, with the
+    # GMVAE's Adam eps, and every query cell fell into one cluster); the new column learns
+    n_genes = adata.n_vars
+    torch.testing.assert_close(first.weight.detach()[:, :n_genes], frozen[:, :n_genes])
+    assert not torch.equal(first.weight.detach()[:, -1], frozen[:, -1])
+    assert query_model.conditions[-1] == conditions[2]
+    # the prior, and so the clusters' places, stay the reference's
+    torch.testing.assert_close(query_model.module.prior.means.detach(), means)
+    query_clusters = query_model.get_cluster_assignments()
+    query_types = query.obs["cell_type"].to_numpy()
+    assert clustering_scores(query_types, query_clusters)["ari"] > 0.9
+    # and a query cell of a type lands in the cluster the reference gave that type
+    agree = np.mean(query_clusters == type_cluster.loc[query_types].to_numpy())
+    assert agree > 0.9, agree

@@ -167,7 +167,9 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             (default) picks ``"device"`` when the dense data take at most a quarter of the
             device's free memory and training is single-process, ``"anndata"`` otherwise.
         plan_kwargs
-            Extra arguments for :class:`scvi.train.TrainingPlan` (they take precedence).
+            Extra arguments for :class:`scvi.train.TrainingPlan` (they take precedence). A
+            query model from ``load_query_data`` trains with ``weight_decay=0`` unless
+            they say otherwise.
         **trainer_kwargs
             Extra arguments for :class:`scvi.train.Trainer`.
         """
@@ -180,7 +182,12 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if kl_warmup_epochs is None:
             kl_warmup_epochs = max_epochs // 4
-        plan = {"lr": lr, "n_epochs_kl_warmup": kl_warmup_epochs, **(plan_kwargs or {})}
+        plan = {
+            "lr": lr,
+            "n_epochs_kl_warmup": kl_warmup_epochs,
+            **getattr(self, "_plan_defaults", {}),
+            **(plan_kwargs or {}),
+        }
         if plan.get("reduce_lr_on_plateau") and train_size == 1.0:
             raise ValueError(
                 "reduce_lr_on_plateau follows a validation metric, and train_size=1.0 leaves no "

@@ -83,12 +83,6 @@ class CVAE(ReferenceMappingMixin, VAE):
             **kwargs,
         )
 
-    @property
-    def conditions(self) -> list[str]:
-        """The condition categories the model knows, in code order."""
-        state = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
-        return list(state.categorical_mapping)
-
     @torch.inference_mode()
     def decode_counterfactual(
         self,

@@ -12,7 +12,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from mixvi.module import GMVAEModule
-from mixvi.module._likelihoods import Likelihood
+from mixvi.module._likelihoods import COUNT_LIKELIHOODS, Likelihood
 from mixvi.module._prior import Covariance, check_covariance
 
 from ._base import register_anndata
@@ -25,6 +25,10 @@ from ._vae import VariationalModel
 from ._validation import warn_small_conditions
 
 logger = logging.getLogger("mixvi")
+
+#: hidden layers of the GMVAE on counts: linear maps (chosen on the weak-marker count
+#: simulation of ``benchmarks/count_settings.py``; development data)
+COUNT_LAYERS = 0
 
 
 class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, VariationalModel):
@@ -53,8 +57,16 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         :meth:`choose_n_components` (no labels), which :meth:`train` calls first (with a
         selection pretraining as long as its ``pretrain_epochs``); the chosen K is what
         :meth:`save` records.
-    n_latent, n_hidden, n_layers, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale, input_dropout_rate
+    n_latent, n_hidden, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale, input_dropout_rate
         As in :class:`~mixvi.model.VAE`.
+    n_layers
+        Hidden layers of the encoder and of the decoder. ``None`` (the default): ``0`` for
+        counts (``"nb"``, ``"zinb"``, ``"poisson"``) without a condition or covariates, ``2``
+        otherwise. With no hidden layer the encoder and decoder are linear maps, as a PCA
+        is; on counts they cluster better than deeper networks, which fit the noise of a few
+        thousand cells. A condition needs hidden layers: its effect on log counts is not
+        linear, and linear maps leave it in the latent (see the user guide's "Settings that
+        work").
     prior_covariance
         ``"diag"`` (σ_c², as in VaDE :cite:p:`Jiang2017`) or ``"full"`` (Σ_c): full covariances follow clusters
         that lie obliquely to the latent axes; try them when clusters look elongated.
@@ -91,7 +103,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         n_components: int | Literal["auto"] = 10,
         n_latent: int = 10,
         n_hidden: int = 256,
-        n_layers: int = 2,
+        n_layers: int | None = None,
         likelihood: Likelihood = "normal",
         n_samples: int = 1,
         dropout_rate: float = 0.0,
@@ -115,6 +127,8 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             low, high = k_range
             candidates = k_range_candidates(low, high, adata.n_obs, f"k_range={tuple(k_range)}")
         k = candidates[0] if candidates else n_components
+        if n_layers is None:
+            n_layers = self._default_layers(adata, likelihood)
         if adata is not None and k > adata.n_obs:
             raise ValueError(
                 f"n_components={k} is larger than the number of observations ({adata.n_obs})."
@@ -146,6 +160,17 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         self.phase_seconds_ = dict.fromkeys(PHASES, 0.0)
         if candidates is None:
             self._warn_small_conditions(k)
+
+    @classmethod
+    def _default_layers(cls, adata: AnnData | None, likelihood: str) -> int:
+        """Hidden layers for ``n_layers=None``: linear maps for counts with no condition."""
+        if likelihood not in COUNT_LIKELIHOODS or adata is None:
+            return 2
+        manager = cls._get_most_recent_anndata_manager(adata, required=True)
+        conditional = (
+            manager.summary_stats.n_batch > 1 or REGISTRY_KEYS.CAT_COVS_KEY in manager.data_registry
+        )
+        return 2 if conditional else COUNT_LAYERS
 
     @classmethod
     def setup_anndata(

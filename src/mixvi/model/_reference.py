@@ -27,8 +27,18 @@ class ReferenceMappingMixin(ArchesMixin):
             A trained model, or the directory it was saved to (checked before loading).
         *args, **kwargs
             Passed to scvi-tools.
+
+        Returns
+        -------
+        The query model. Its :meth:`train` uses ``weight_decay=0``, so that the frozen
+        reference weights do not move.
         """
         model = super().load_query_data(adata, _checked_reference(reference_model), *args, **kwargs)
+        # scArches freezes the reference's weights by zeroing their gradients, but Adam's
+        # weight decay still moves them: with the GMVAE's eps of 1e-8, decay alone makes a
+        # near full-size Adam step, which carried every query cell into one cluster.
+        # scvi-tools' tutorials train query models with weight_decay=0 for the same reason.
+        model._plan_defaults = {"weight_decay": 0.0}
         return model._restore_tables()
 
     @staticmethod

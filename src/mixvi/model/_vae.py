@@ -23,6 +23,14 @@ class VariationalModel(VAEMixin, MixviModel):
     :meth:`get_latent_representation` come from :class:`scvi.model.base.VAEMixin`.
     """
 
+    @property
+    def conditions(self) -> list[str]:
+        """The condition categories the model knows, in code order (``[]`` without one)."""
+        if self.registry_["setup_args"].get("condition_key") is None:
+            return []
+        state = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
+        return list(state.categorical_mapping)
+
     def _covariate_tensors(
         self, n: int, condition: str | None, covariates: Mapping[str, str] | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
