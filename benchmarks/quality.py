@@ -437,7 +437,8 @@ def _label_guided(name: str) -> str:
 def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
     lines = [
         *provenance("Clustering quality", meta),
-        f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
+        f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s"
+        + (f", summed over the {len(meta['merged'])} runs" if "merged" in meta else ""),
         *[
             f"- from `{src['file']}` (commit `{src['commit']}`): "
             + "; ".join(f"{name}: {', '.join(methods)}" for name, methods in src["rows"].items())
@@ -645,6 +646,21 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
                         )
                     results[name][seed][method] = scores
                     taken.setdefault(name, set()).add(method)
+        if "merged" in part["meta"]:
+            # a merged table merged again: name the runs it came from, not the table, and
+            # only those whose rows were taken
+            for sub_meta, source in zip(
+                part["meta"]["merged"], part["meta"]["sources"], strict=True
+            ):
+                rows = {
+                    name: [m for m in methods if m in taken.get(name, ())]
+                    for name, methods in source["rows"].items()
+                }
+                rows = {name: methods for name, methods in rows.items() if methods}
+                if rows:
+                    metas.append(sub_meta)
+                    sources.append({**source, "rows": rows})
+            continue
         metas.append(part["meta"])
         sources.append(
             {
@@ -659,8 +675,8 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
         "machine": ", ".join(dict.fromkeys(m["machine"] for m in metas)),
         "seeds": sorted({int(s) for per_seed in results.values() for s in per_seed}),
         "smoke": any(m["smoke"] for m in metas),
-        # the runs may have run side by side: the longest is the wall time of the whole
-        "wall_seconds": max(m["wall_seconds"] for m in metas),
+        # the machine time the table cost: the runs' wall times added up
+        "wall_seconds": sum(m["wall_seconds"] for m in metas),
         "merged": metas,
         "sources": sources,
     }

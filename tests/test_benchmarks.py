@@ -127,6 +127,29 @@ def test_quality_merge_takes_named_methods_from_each_run_and_says_where_they_cam
     assert saved["meta"]["sources"][0]["rows"] == {"pbmc": ["kmeans_pca50"]}
 
 
+def test_a_merged_table_merged_again_names_the_runs_and_sums_their_time(tmp_path):
+    quality = _load("quality")
+    common = ["--smoke", "--datasets", "pbmc", "--out", str(tmp_path)]
+    quality.main([*common, "--seeds", "0", "--methods", "kmeans_pca50", "--name", "a"])
+    quality.main([*common, "--seeds", "0", "--methods", "pca_leiden", "--name", "b"])
+    quality.main([*common, "--seeds", "1", "--methods", "kmeans_pca50", "--name", "c"])
+    a, b, c = (str(tmp_path / f"{stem}_smoke.json") for stem in "abc")
+    quality.main(["--merge", a, b, "--out", str(tmp_path), "--name", "ab"])
+    # b's rows are left out of the second merge: b is not named as a source
+    quality.main(
+        ["--merge", f"{tmp_path / 'ab.json'}:kmeans_pca50", c, "--out", str(tmp_path)]
+        + ["--name", "abc"]
+    )
+    saved = json.loads((tmp_path / "abc.json").read_text())
+    assert [src["file"] for src in saved["meta"]["sources"]] == ["a_smoke.json", "c_smoke.json"]
+    # the runs' own commands, then this merge: not the first merge's command
+    assert "--name a " in saved["meta"]["command"] and saved["meta"]["command"].count("then") == 1
+    walls = [json.loads(Path(p).read_text())["meta"]["wall_seconds"] for p in (a, c)]
+    assert saved["meta"]["wall_seconds"] == pytest.approx(sum(walls))
+    assert "summed over the 2 runs" in (tmp_path / "abc.md").read_text()
+    assert set(saved["per_seed"]["pbmc"]) == {"0", "1"}
+
+
 def test_speed_benchmark_smoke(tmp_path):
     speed = _load("speed")
     results = speed.main(["--smoke", "--accelerator", "cpu", "--out", str(tmp_path)])

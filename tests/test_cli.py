@@ -226,3 +226,32 @@ def test_umap_cells_is_refused_by_the_parser(tmp_path, value, capsys):
         main(["train", "--model", "gmvae", "--umap-cells", value, "--out", str(tmp_path / "x")])
     assert "--umap-cells" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_pbmc3k_sets_the_gmvae_beside_the_standard_pipelines(tmp_path):
+    # what `make demo` runs, at 2 epochs: real counts, and every baseline on the same cells
+    out = tmp_path / "demo"
+    argv = ["train", "--model", "gmvae", "--dataset", "pbmc3k", "--n-components", "8"]
+    argv += ["--epochs", "2", "--pretrain-epochs", "1", "--scvi-baseline", "--out", str(out)]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == "pbmc3k" and metrics["likelihood"] == "nb"
+    assert (metrics["n_obs"], metrics["n_vars"]) == (2_700, 2_000)  # the highly variable genes
+    assert metrics["label_key"] == "cell_type"
+    assert metrics["pca_kmeans_n_clusters"] == 8  # k-means at the GMVAE's K
+    for name in ("gmvae", "pca_leiden", "pca_kmeans", "scvi_leiden"):
+        assert -1.0 <= metrics[f"{name}_ari"] <= 1.0 and 0.0 <= metrics[f"{name}_nmi"] <= 1.0
+    # the PCA pipeline finds the cell types of PBMC 3k, whatever 2 epochs did to the models
+    assert metrics["pca_leiden_ari"] > 0.5 and metrics["pca_kmeans_ari"] > 0.4
+    adata = ad.read_h5ad(out / "adata.h5ad")
+    assert "counts" in adata.layers and adata.obsm["X_gmvae"].shape == (2_700, 10)
+
+
+def test_the_scvi_baseline_needs_labels_and_counts(tmp_path, capsys):
+    argv = ["train", "--model", "vae", "--epochs", "1", "--scvi-baseline"]
+    # pbmc68k_reduced holds scaled values: no count likelihood, refused before training
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "--scvi-baseline needs" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(SystemExit):  # one source of data
+        main([*argv, "--dataset", "pbmc3k", "--data", "x.h5ad", "--out", str(tmp_path / "b")])

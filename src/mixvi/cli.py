@@ -18,7 +18,9 @@ from pathlib import Path
 logger = logging.getLogger("mixvi")
 
 MODELS = ("ae", "vae", "cvae", "gmvae")
-DEFAULT_LABEL_KEY = "bulk_labels"  # of the offline default dataset, pbmc68k_reduced
+#: named datasets for --dataset: (layer, label key); pbmc3k's counts keep 2,000 seurat_v3 genes
+DATASETS = {"pbmc68k_reduced": (None, "bulk_labels"), "pbmc3k": ("counts", "cell_type")}
+HVG_GENES = 2_000
 
 
 def _n_components(value: str) -> int | str:
@@ -50,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         "train",
         help="train a model on an .h5ad and write latents, clusters, UMAP and metrics",
         description=(
-            "Read an .h5ad (or, without --data, scanpy's bundled pbmc68k_reduced), train a model, "
+            "Read an .h5ad (or a named dataset: scanpy's bundled pbmc68k_reduced, the default, or "
+            "10x PBMC 3k's raw counts), train a model, "
             "and write DIR/adata.h5ad (latent in obsm, Leiden clusters in obs), DIR/model/, "
             "DIR/umap.png and DIR/metrics.json."
         ),
@@ -58,8 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--model", choices=MODELS, default="vae", help="model to train (default: vae)"
     )
-    train.add_argument(
-        "--data", type=Path, help=".h5ad file; default: scanpy's pbmc68k_reduced (offline)"
+    data = train.add_mutually_exclusive_group()
+    data.add_argument("--data", type=Path, help=".h5ad file")
+    data.add_argument(
+        "--dataset",
+        choices=tuple(DATASETS),
+        help="a named dataset instead of --data: pbmc68k_reduced (scanpy's 700 cells of scaled "
+        "values, offline; the default) or pbmc3k (10x PBMC 3k, raw counts in layer 'counts', "
+        f"the {HVG_GENES:,} seurat_v3 highly variable genes, labels in obs['cell_type']; fetched "
+        "once into mixvi's cache)",
     )
     train.add_argument("--out", type=Path, required=True, help="output directory (created)")
     train.add_argument("--layer", help="use adata.layers[LAYER] instead of X (e.g. raw counts)")
@@ -133,6 +143,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--resolution", type=float, default=1.0, help="Leiden resolution")
     train.add_argument(
+        "--scvi-baseline",
+        action="store_true",
+        help="with labels and a count likelihood: also train scvi-tools' SCVI (its defaults, "
+        "the same epochs) and score Leiden on its latent, as a baseline on the same cells",
+    )
+    train.add_argument(
         "--overwrite", action="store_true", help="replace an existing model directory"
     )
     return parser
@@ -150,6 +166,7 @@ def run_train(args: argparse.Namespace) -> dict:
     from mixvi._paths import output_path
     from mixvi.metrics import clustering_scores
     from mixvi.model import infer_likelihood
+    from mixvi.module import COUNT_LIKELIHOODS
 
     mixvi.settings.seed = args.seed
     # checked before training, so that a bad output directory does not cost a training run
@@ -160,9 +177,16 @@ def run_train(args: argparse.Namespace) -> dict:
     if paths["model"].exists() and not args.overwrite:
         raise FileExistsError(f"{paths['model']} exists; pass --overwrite to replace it.")
     if args.data is None:
-        adata = mixvi.data.pbmc68k_reduced()
-        label_key = args.label_key or DEFAULT_LABEL_KEY
-        source = "scanpy pbmc68k_reduced"
+        name = args.dataset or "pbmc68k_reduced"
+        adata = getattr(mixvi.data, name)()
+        layer, default_label_key = DATASETS[name]
+        if name == "pbmc3k":
+            sc.pp.highly_variable_genes(
+                adata, n_top_genes=HVG_GENES, flavor="seurat_v3", layer=layer, subset=True
+            )
+        args.layer = args.layer or layer
+        label_key = args.label_key or default_label_key
+        source = name
     else:
         if not args.data.is_file():
             raise FileNotFoundError(f"--data {args.data}: no such file.")
@@ -176,6 +200,11 @@ def run_train(args: argparse.Namespace) -> dict:
     likelihood = (
         infer_likelihood(adata, args.layer) if args.likelihood == "auto" else args.likelihood
     )
+    if args.scvi_baseline and (label_key is None or likelihood not in COUNT_LIKELIHOODS):
+        raise ValueError(
+            "--scvi-baseline needs labels (--label-key) and a count likelihood (nb, zinb, "
+            f"poisson); this run has label key {label_key!r} and likelihood {likelihood!r}."
+        )
     logger.info(
         "%s: %d obs × %d vars, likelihood=%s", source, adata.n_obs, adata.n_vars, likelihood
     )
@@ -255,12 +284,14 @@ def run_train(args: argparse.Namespace) -> dict:
         if args.model == "gmvae":
             scores = clustering_scores(labels, adata.obs["gmvae_cluster"])
             metrics.update({f"gmvae_{k}": v for k, v in scores.items()})
-        # the standard pipeline on the same cells, so that the model's clusters have a yardstick
-        baseline = pca_leiden(adata, args.layer, likelihood, args.resolution, args.seed)
-        metrics["pca_leiden_n_clusters"] = int(baseline.nunique())
-        metrics.update(
-            {f"pca_leiden_{k}": v for k, v in clustering_scores(labels, baseline).items()}
-        )
+        # the standard pipelines on the same cells, so that the model's clusters have a yardstick
+        # k-means at the GMVAE's K, else at the number of labelled types
+        k = model_kwargs.get("n_components", len(set(labels)))
+        for name, clusters in baselines(adata, args, likelihood, k, metrics["epochs"]).items():
+            metrics[f"{name}_n_clusters"] = int(clusters.nunique())
+            metrics.update(
+                {f"{name}_{key}": v for key, v in clustering_scores(labels, clusters).items()}
+            )
     if args.model == "gmvae":
         metrics["n_components"] = model_kwargs["n_components"]
         if choice is not None:
@@ -320,30 +351,62 @@ def choose_n_components(adata, args: argparse.Namespace, model_kwargs: dict) -> 
     }
 
 
-def pca_leiden(adata, layer: str | None, likelihood: str, resolution: float, seed: int):
-    """Leiden clusters of scanpy's standard pipeline (log-normalised counts → PCA-50 → kNN) on ``adata``'s cells."""
+def baselines(adata, args: argparse.Namespace, likelihood: str, k: int, epochs: int) -> dict:
+    """Clusters of the standard pipelines on ``adata``'s cells, by name.
+
+    ``pca_leiden`` and ``pca_kmeans`` (K = ``k``): scanpy's pipeline, log-normalised counts
+    (or the values as they are) → PCA-50 → a kNN graph and Leiden, or k-means. With
+    ``--scvi-baseline``, ``scvi_leiden``: Leiden on the latent of scvi-tools' SCVI, trained
+    with its defaults for ``epochs`` epochs on the same counts.
+    """
     import anndata as ad
     import numpy as np
+    import pandas as pd
     import scanpy as sc
+    from sklearn.cluster import KMeans
 
     from mixvi.module import COUNT_LIKELIHOODS
 
-    matrix = adata.X if layer is None else adata.layers[layer]
+    def leiden(data: ad.AnnData, use_rep: str):
+        sc.pp.neighbors(data, use_rep=use_rep, random_state=args.seed)
+        sc.tl.leiden(
+            data,
+            resolution=args.resolution,
+            random_state=args.seed,
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+        )
+        return data.obs["leiden"].set_axis(np.asarray(adata.obs_names))
+
+    matrix = adata.X if args.layer is None else adata.layers[args.layer]
     work = ad.AnnData(matrix.copy())
     if likelihood in COUNT_LIKELIHOODS:
         sc.pp.normalize_total(work, target_sum=1e4)
         sc.pp.log1p(work)
-    sc.pp.pca(work, n_comps=int(min(50, work.n_obs - 1, work.n_vars - 1)), random_state=seed)
-    sc.pp.neighbors(work, random_state=seed)
-    sc.tl.leiden(
-        work,
-        resolution=resolution,
-        random_state=seed,
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-    )
-    return work.obs["leiden"].set_axis(np.asarray(adata.obs_names))
+    n_comps = int(min(50, work.n_obs - 1, work.n_vars - 1))
+    sc.pp.pca(work, n_comps=n_comps, random_state=args.seed)
+    kmeans = KMeans(k, n_init=10, random_state=args.seed).fit_predict(work.obsm["X_pca"])
+    out = {
+        "pca_leiden": leiden(work, "X_pca"),
+        "pca_kmeans": pd.Series(pd.Categorical(kmeans), index=adata.obs_names),
+    }
+    if args.scvi_baseline:
+        import scvi
+
+        counts = ad.AnnData(matrix.copy())
+        scvi.settings.seed = args.seed
+        scvi.model.SCVI.setup_anndata(counts)
+        model = scvi.model.SCVI(counts)
+        model.train(
+            max_epochs=epochs,
+            batch_size=args.batch_size,
+            accelerator=args.accelerator,
+            enable_progress_bar=False,
+        )
+        counts.obsm["X_scvi"] = model.get_latent_representation()
+        out["scvi_leiden"] = leiden(counts, "X_scvi")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     print("wrote:")
     print(f'  {out / "adata.h5ad"}   (obsm["{latent}"]{extra}, obs["{args.model}_leiden"])')
     print(f"  {out / 'umap.png'}     (UMAP of the latent, coloured by labels and clusters)")
-    print(f"  {out / 'metrics.json'} (ELBO, cluster ACC/NMI/ARI, PCA + Leiden on the same cells)")
+    print(f"  {out / 'metrics.json'} (ELBO, cluster ACC/NMI/ARI, baselines on the same cells)")
     print(
         f"  {out / 'model'}/       (the trained model: mixvi.model.{args.model.upper()}.load(...))"
     )
