@@ -298,7 +298,7 @@ def samples(
         groups = list(range(n_components) if groups is None else groups)
         rows = [model.generate(n, component=int(k), condition=condition, seed=seed) for k in groups]
         labels = [f"component {k}" for k in groups]
-    elif conditions is not None:
+    elif conditions is not None and len(conditions) > 0:  # [] on models without a condition
         groups = list(conditions if groups is None else groups)
         rows = [model.generate(n, condition=g, seed=seed) for g in groups]
         labels = [str(g) for g in groups]
