@@ -346,7 +346,7 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             If ``adata.var_names`` differ from the training data's (scvi-tools only warns,
             and a different order would silently mix features up).
         """
-        from ._safe_load import check_model_file, model_file
+        from ._safe_load import check_model_file, check_var_names, model_file
 
         path = model_file(dir_path, prefix)
         if backup_url is not None and not os.path.isfile(path):
@@ -362,7 +362,7 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             )
         saved = check_model_file(dir_path, prefix)
         if adata is not None:
-            _check_var_names(np.asarray(saved["var_names"]).astype(str), adata)
+            check_var_names(np.asarray(saved["var_names"]).astype(str), adata)
         model = super().load(
             dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
         )
@@ -485,21 +485,3 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
     def _median_library_size(self) -> float:
         matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         return float(np.median(np.asarray(matrix.sum(axis=1)).ravel()))
-
-
-def _check_var_names(saved: np.ndarray, adata: AnnData) -> None:
-    current = np.asarray(adata.var_names).astype(str)
-    if len(current) == len(saved) and (current == saved).all():
-        return
-    missing = np.setdiff1d(saved, current)
-    extra = np.setdiff1d(current, saved)
-    if len(missing) == 0 and len(extra) == 0:
-        raise ValueError(
-            "adata.var_names hold the model's features in another order; reorder with "
-            "adata[:, model_var_names] before loading."
-        )
-    raise ValueError(
-        f"adata.var_names do not match the model's features: {len(missing)} missing "
-        f"(e.g. {list(missing[:3])}), {len(extra)} not in the model (e.g. {list(extra[:3])}). "
-        "For query data, use prepare_query_anndata / load_query_data."
-    )

@@ -11,13 +11,14 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from mixvi._settings import settings
 from mixvi.module import GMVAEModule
 from mixvi.module._likelihoods import COUNT_LIKELIHOODS, Likelihood
 from mixvi.module._prior import Covariance, check_covariance
 
 from ._base import register_anndata
 from ._clusters import MixtureResultsMixin
-from ._mixture_start import Init, MixtureStart, check_start, mixture_start
+from ._mixture_start import Init, check_start, mixture_start
 from ._n_components import ChooseKMixin
 from ._phases import PHASES, PROGRESS, history_lengths, history_since, plan_epochs, timed
 from ._reference import ReferenceMappingMixin
@@ -167,10 +168,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         if likelihood not in COUNT_LIKELIHOODS or adata is None:
             return 2
         manager = cls._get_most_recent_anndata_manager(adata, required=True)
-        conditional = (
-            manager.summary_stats.n_batch > 1 or REGISTRY_KEYS.CAT_COVS_KEY in manager.data_registry
-        )
-        return 2 if conditional else COUNT_LAYERS
+        return 2 if _conditional(manager) else COUNT_LAYERS
 
     @classmethod
     def setup_anndata(
@@ -382,54 +380,30 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
                 "init_mixture clusters the pretrained latent: call pretrain() first (or train())."
             )
         check_start(init, umap_neighbors, umap_cells)
+        if self.k_candidates_ is not None:
+            self.choose_n_components()
+        if posterior_variance is None:
+            posterior_variance = self.pretraining_ == "vae"
         with timed(self.phase_seconds_, "mixture_start"):
-            start = self._start_mixture(
+            z, z_var = self.get_latent_representation(return_dist=True)
+            start = mixture_start(
+                z,
+                self.module.n_components,
                 init,
                 restarts,
                 umap_neighbors,
-                umap_cells,
-                placement_neighbors,
-                seed,
-                posterior_variance,
+                settings.seed if seed is None else seed,
+                z_var=z_var if posterior_variance else None,
+                covariance=self.module.covariance,
+                umap_cells=umap_cells,
+                placement_neighbors=placement_neighbors,
             )
+            logger.info("%s start: log-likelihood per cell %.3f", init, start.log_likelihood)
+            self.module.prior.set(start.weights, start.means, start.variances)
         self.phase_seconds_["umap"] += start.umap_seconds
         self.start_responsibilities_ = start.responsibilities
         self.start_init_, self.phase_ = init, "started"
         return start.responsibilities
-
-    def _start_mixture(
-        self,
-        init: str,
-        restarts: int,
-        umap_neighbors: int,
-        umap_cells: int | None,
-        placement_neighbors: int,
-        seed: int | None,
-        posterior_variance: bool | None,
-    ) -> MixtureStart:
-        from mixvi._settings import settings
-
-        if self.k_candidates_ is not None:
-            self.choose_n_components()
-        seed = settings.seed if seed is None else seed
-        if posterior_variance is None:
-            posterior_variance = self.pretraining_ == "vae"
-        z, z_var = self.get_latent_representation(return_dist=True)
-        start = mixture_start(
-            z,
-            self.module.n_components,
-            init,
-            restarts,
-            umap_neighbors,
-            seed,
-            z_var=z_var if posterior_variance else None,
-            covariance=self.module.covariance,
-            umap_cells=umap_cells,
-            placement_neighbors=placement_neighbors,
-        )
-        logger.info("%s start: log-likelihood per cell %.3f", init, start.log_likelihood)
-        self.module.prior.set(start.weights, start.means, start.variances)
-        return start
 
     def train_anchored(
         self, max_epochs: int, responsibilities: np.ndarray | None = None, **kwargs
@@ -504,11 +478,14 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             raise ValueError(f"pretraining must be 'auto', 'ae' or 'vae', got {pretraining!r}.")
         if pretraining != "auto":
             return pretraining
-        covariates = REGISTRY_KEYS.CAT_COVS_KEY in self.adata_manager.data_registry
-        conditional = self.summary_stats.n_batch > 1 or covariates
-        return "vae" if conditional else "ae"
+        return "vae" if _conditional(self.adata_manager) else "ae"
 
     def _warn_small_conditions(self, n_components: int) -> None:
         warn_small_conditions(
             self.adata, self.registry_["setup_args"].get("condition_key"), n_components
         )
+
+
+def _conditional(manager) -> bool:
+    """Whether a registration has a condition or covariates for the decoder to be given."""
+    return manager.summary_stats.n_batch > 1 or REGISTRY_KEYS.CAT_COVS_KEY in manager.data_registry

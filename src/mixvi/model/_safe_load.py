@@ -26,6 +26,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import torch
+from anndata import AnnData
 
 from mixvi._paths import plain_name
 
@@ -207,3 +208,22 @@ def check_model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> 
             f"{path!r} lacks {sorted(missing)}; it is not a saved mixvi model."
         )
     return saved
+
+
+def check_var_names(saved: np.ndarray, adata: AnnData) -> None:
+    """Raise unless ``adata`` holds the saved model's features, in its order."""
+    current = np.asarray(adata.var_names).astype(str)
+    if len(current) == len(saved) and (current == saved).all():
+        return
+    missing = np.setdiff1d(saved, current)
+    extra = np.setdiff1d(current, saved)
+    if len(missing) == 0 and len(extra) == 0:
+        raise ValueError(
+            "adata.var_names hold the model's features in another order; reorder with "
+            "adata[:, model_var_names] before loading."
+        )
+    raise ValueError(
+        f"adata.var_names do not match the model's features: {len(missing)} missing "
+        f"(e.g. {list(missing[:3])}), {len(extra)} not in the model (e.g. {list(extra[:3])}). "
+        "For query data, use prepare_query_anndata / load_query_data."
+    )
