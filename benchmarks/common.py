@@ -86,6 +86,30 @@ def write_results(stem: Path, text: str, payload: dict) -> None:
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=1))
 
 
+def finish(
+    title: str, meta: dict, notes: Sequence[str], table: str, out: Path, name: str, payload: dict
+) -> str:
+    """Print and write a seeded run's table: provenance, seeds and wall time, notes, table.
+
+    The files are ``out/name``.md and .json (``name_smoke`` for a smoke run); the JSON holds
+    ``meta`` and ``payload``.
+    """
+    text = "\n".join(
+        [
+            *provenance(title, meta),
+            f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
+            *notes,
+            "",
+            table,
+            "",
+        ]
+    )
+    print(text)
+    stem = out / (name + ("_smoke" if meta["smoke"] else ""))
+    write_results(stem, text, {"meta": meta, **payload})
+    return text
+
+
 # -- summaries ----------------------------------------------------------------------------
 def mean_sd(rows: list[dict], keys: Iterable[str]) -> dict:
     """``[mean, sd]`` over seeds (one row each) of every score in ``keys``, and ``n_seeds``.

@@ -12,7 +12,10 @@ defaults (epochs included), except for the network the table names:
 
 - ``deep``: two hidden layers of 256 (the default for every likelihood before);
 - ``one_layer``: one hidden layer of 128 with dropout 0.1 (scVI's network);
-- ``linear``: no hidden layer, linear encoder and decoder (the count default now).
+- ``linear``: no hidden layer, linear encoder and decoder (the count default now);
+- ``linear_20``, ``linear_30``, ``linear_50``: the same with a latent of 20, 30 or 50
+  dimensions instead of 10 (``--networks linear linear_20 linear_30 linear_50 --name
+  count_latent`` writes that comparison).
 
 For each, the GMVAE's own clusters and Leiden at K on its latent; beside them, the scanpy
 pipeline on the same cells (log-normalised values, PCA-50, then Leiden at K or k-means).
@@ -33,24 +36,17 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import scanpy as sc
-from common import (
-    RESULTS,
-    command_line,
-    leiden_k,
-    provenance,
-    run_meta,
-    summarise_methods,
-    write_results,
-)
+from common import RESULTS, command_line, finish, leiden_k, run_meta, summarise_methods
 from sklearn.cluster import KMeans
 
 import mixvi
 from mixvi.metrics import clustering_scores
 
 NETWORKS = {
-    "deep": {"n_layers": 2, "n_hidden": 256},
-    "one_layer": {"n_layers": 1, "n_hidden": 128, "dropout_rate": 0.1},
-    "linear": {"n_layers": 0},
+    "deep": {"n_layers": 2, "n_hidden": 256, "n_latent": 10},
+    "one_layer": {"n_layers": 1, "n_hidden": 128, "dropout_rate": 0.1, "n_latent": 10},
+    "linear": {"n_layers": 0, "n_latent": 10},
+    **{f"linear_{d}": {"n_layers": 0, "n_latent": d} for d in (20, 30, 50)},
 }
 METHODS = (
     "pca_leiden",
@@ -164,20 +160,18 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps({"seed": seed, **per_seed[seed]}), flush=True)
     meta["wall_seconds"] = time.perf_counter() - t0
     summary = summarise_methods(per_seed, METHODS)
-    text = "\n".join(
+    finish(
+        "The GMVAE's network for counts (development data)",
+        meta,
         [
-            *provenance("The GMVAE's network for counts (development data)", meta),
-            f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
             f"- {GUIDED}",
             "- GMVAE rows: its own clusters; `_leiden` rows: Leiden at K on its latent",
-            "",
-            table(summary),
-            "",
-        ]
+        ],
+        table(summary),
+        args.out,
+        args.name,
+        {"summary": summary, "per_seed": per_seed},
     )
-    print(text)
-    stem = args.out / (args.name + ("_smoke" if args.smoke else ""))
-    write_results(stem, text, {"meta": meta, "summary": summary, "per_seed": per_seed})
     return summary
 
 

@@ -44,7 +44,7 @@ from sklearn.cluster import KMeans
 
 sys.path.insert(0, str(Path(__file__).parent))
 import quality
-from common import RESULTS, command_line, provenance, run_meta, summarise_methods, write_results
+from common import RESULTS, command_line, finish, run_meta, summarise_methods
 from quality import CONFIGS, HEADLINE, Config
 
 import mixvi
@@ -229,19 +229,15 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.datasets
         if quality.tuned_with_labels(name)
     ]
-    text = "\n".join(
-        [
-            *provenance("The mixture start, and levers after it", meta),
-            f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
-            *guided,
-            "",
-            table(summary),
-            "",
-        ]
+    finish(
+        "The mixture start, and levers after it",
+        meta,
+        guided,
+        table(summary),
+        args.out,
+        args.name,
+        {"summary": summary, "per_seed": results},
     )
-    print(text)
-    stem = args.out / (args.name + ("_smoke" if args.smoke else ""))
-    write_results(stem, text, {"meta": meta, "summary": summary, "per_seed": results})
     return summary
 
 
