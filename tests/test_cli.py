@@ -244,7 +244,8 @@ def test_pbmc3k_sets_the_gmvae_beside_the_standard_pipelines(tmp_path):
     # the PCA pipeline finds the cell types of PBMC 3k, whatever 2 epochs did to the models
     assert metrics["pca_leiden_ari"] > 0.5 and metrics["pca_kmeans_ari"] > 0.4
     adata = ad.read_h5ad(out / "adata.h5ad")
-    assert "counts" in adata.layers and adata.obsm["X_gmvae"].shape == (2_700, 10)
+    # --n-latent not given: the GMVAE's count default (linear maps to 50 dimensions)
+    assert "counts" in adata.layers and adata.obsm["X_gmvae"].shape == (2_700, 50)
 
 
 def test_the_scvi_baseline_needs_labels_and_counts(tmp_path, capsys):

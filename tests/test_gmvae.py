@@ -117,8 +117,10 @@ def test_save_load_keeps_the_clusters(trained_blobs, tmp_path):
 def test_conditional_gmvae_takes_the_condition(counts_adata):
     mixvi.model.GMVAE.setup_anndata(counts_adata, layer="counts", condition_key="condition")
     model = mixvi.model.GMVAE(counts_adata, n_components=3, likelihood="nb", n_hidden=32)
-    # counts with a condition: hidden layers by default, the first taking the condition
+    # counts with a condition: hidden layers and a 10-D latent by default, the first layer
+    # taking the condition
     assert model.module.encoder.body.n_layers == 2
+    assert model.module.n_latent == 10
     assert model.module.encoder.body.fc.fc_layers[0][0].in_features == 40 + 2
     model.train(max_epochs=3, pretrain_epochs=1, **QUIET)
     assert model.get_cluster_probabilities().shape == (300, 3)
@@ -126,20 +128,31 @@ def test_conditional_gmvae_takes_the_condition(counts_adata):
 
 
 @pytest.mark.parametrize(
-    ("likelihood", "n_layers", "expected"),
-    [("nb", None, 0), ("zinb", None, 0), ("poisson", None, 0), ("normal", None, 2), ("nb", 2, 2)],
+    ("likelihood", "given", "layers", "latent"),
+    [
+        ("nb", {}, 0, 50),
+        ("zinb", {}, 0, 50),
+        ("poisson", {}, 0, 50),
+        ("normal", {}, 2, 10),
+        ("nb", {"n_layers": 2}, 2, 50),
+        ("nb", {"n_latent": 5}, 0, 5),
+    ],
 )
-def test_counts_get_linear_maps_by_default(counts_adata, tmp_path, likelihood, n_layers, expected):
+def test_counts_get_a_linear_50d_model_by_default(
+    counts_adata, tmp_path, likelihood, given, layers, latent
+):
     # no condition: a condition needs hidden layers (test_conditional_gmvae_takes_the_condition)
     mixvi.model.GMVAE.setup_anndata(counts_adata, layer="counts")
-    kwargs = {} if n_layers is None else {"n_layers": n_layers}
-    model = mixvi.model.GMVAE(counts_adata, n_components=3, likelihood=likelihood, **kwargs)
-    assert model.module.encoder.body.n_layers == expected
-    assert model.module.decoder.n_layers == expected
-    assert model.init_params_["non_kwargs"]["n_layers"] == expected
+    model = mixvi.model.GMVAE(counts_adata, n_components=3, likelihood=likelihood, **given)
+    assert model.module.encoder.body.n_layers == layers
+    assert model.module.decoder.n_layers == layers
+    assert model.module.n_latent == latent
+    assert model.init_params_["non_kwargs"]["n_layers"] == layers
+    assert model.init_params_["non_kwargs"]["n_latent"] == latent
     model.save(tmp_path / "m", save_anndata=False)
     loaded = mixvi.model.GMVAE.load(tmp_path / "m", adata=counts_adata)
-    assert loaded.module.encoder.body.n_layers == expected
+    assert loaded.module.encoder.body.n_layers == layers
+    assert loaded.module.n_latent == latent
 
 
 def _epochs(model) -> int:

@@ -88,7 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="training epochs; for gmvae, of all its phases together (default: scvi-tools' heuristic)",
     )
-    train.add_argument("--n-latent", type=int, default=10, help="latent dimension (default: 10)")
+    train.add_argument(
+        "--n-latent",
+        type=int,
+        help="latent dimension (default: the model's; 10, or 50 for gmvae on counts without a condition)",
+    )
     train.add_argument(
         "--n-hidden", type=int, help="width of the hidden layers (default: the model's)"
     )
@@ -219,8 +223,8 @@ def run_train(args: argparse.Namespace) -> dict:
     if args.model in ("cvae", "gmvae") and args.condition_key is not None:
         setup["condition_key"] = args.condition_key
     cls.setup_anndata(adata, **setup)
-    model_kwargs, train_kwargs = {"likelihood": likelihood, "n_latent": args.n_latent}, {}
-    for name in ("n_hidden", "n_layers"):
+    model_kwargs, train_kwargs = {"likelihood": likelihood}, {}
+    for name in ("n_latent", "n_hidden", "n_layers"):
         if getattr(args, name) is not None:
             model_kwargs[name] = getattr(args, name)
     choice = None

@@ -9,15 +9,15 @@ from typing import Literal
 import numpy as np
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS
 
 from mixvi._settings import settings
 from mixvi.module import GMVAEModule
-from mixvi.module._likelihoods import COUNT_LIKELIHOODS, Likelihood
+from mixvi.module._likelihoods import Likelihood
 from mixvi.module._prior import Covariance, check_covariance
 
 from ._base import register_anndata
 from ._clusters import MixtureResultsMixin
+from ._defaults import is_conditional, network_defaults
 from ._mixture_start import Init, check_start, mixture_start
 from ._n_components import ChooseKMixin
 from ._phases import PHASES, PROGRESS, history_lengths, history_since, plan_epochs, timed
@@ -26,10 +26,6 @@ from ._vae import VariationalModel
 from ._validation import warn_small_conditions
 
 logger = logging.getLogger("mixvi")
-
-#: hidden layers of the GMVAE on counts: linear maps (chosen on the weak-marker count
-#: simulation of ``benchmarks/count_settings.py``; development data)
-COUNT_LAYERS = 0
 
 
 class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, VariationalModel):
@@ -58,7 +54,12 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         :meth:`choose_n_components` (no labels), which :meth:`train` calls first (with a
         selection pretraining as long as its ``pretrain_epochs``); the chosen K is what
         :meth:`save` records.
-    n_latent, n_hidden, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale, input_dropout_rate
+    n_latent
+        Dimension of the latent space. ``None`` (the default): ``50`` for counts without a
+        condition or covariates, ``10`` otherwise. Linear maps keep only what the latent
+        has room for, as PCA-50 does: with 10 dimensions the few marker genes of small
+        types are dropped and their clusters merge. A deep network needs fewer.
+    n_hidden, likelihood, n_samples, dropout_rate, use_batch_norm, learn_scale, input_dropout_rate
         As in :class:`~mixvi.model.VAE`.
     n_layers
         Hidden layers of the encoder and of the decoder. ``None`` (the default): ``0`` for
@@ -102,7 +103,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         self,
         adata: AnnData | None = None,
         n_components: int | Literal["auto"] = 10,
-        n_latent: int = 10,
+        n_latent: int | None = None,
         n_hidden: int = 256,
         n_layers: int | None = None,
         likelihood: Likelihood = "normal",
@@ -128,8 +129,16 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             low, high = k_range
             candidates = k_range_candidates(low, high, adata.n_obs, f"k_range={tuple(k_range)}")
         k = candidates[0] if candidates else n_components
-        if n_layers is None:
-            n_layers = self._default_layers(adata, likelihood)
+        # what the caller named: choosing K builds its selection VAE from these alone
+        self._network_given = {
+            key: value
+            for key, value in (("n_latent", n_latent), ("n_layers", n_layers))
+            if value is not None
+        }
+        manager = (
+            None if adata is None else self._get_most_recent_anndata_manager(adata, required=True)
+        )
+        n_layers, n_latent = network_defaults(manager, likelihood, n_layers, n_latent)
         if adata is not None and k > adata.n_obs:
             raise ValueError(
                 f"n_components={k} is larger than the number of observations ({adata.n_obs})."
@@ -161,14 +170,6 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         self.phase_seconds_ = dict.fromkeys(PHASES, 0.0)
         if candidates is None:
             self._warn_small_conditions(k)
-
-    @classmethod
-    def _default_layers(cls, adata: AnnData | None, likelihood: str) -> int:
-        """Hidden layers for ``n_layers=None``: linear maps for counts with no condition."""
-        if likelihood not in COUNT_LIKELIHOODS or adata is None:
-            return 2
-        manager = cls._get_most_recent_anndata_manager(adata, required=True)
-        return 2 if _conditional(manager) else COUNT_LAYERS
 
     @classmethod
     def setup_anndata(
@@ -478,14 +479,9 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             raise ValueError(f"pretraining must be 'auto', 'ae' or 'vae', got {pretraining!r}.")
         if pretraining != "auto":
             return pretraining
-        return "vae" if _conditional(self.adata_manager) else "ae"
+        return "vae" if is_conditional(self.adata_manager) else "ae"
 
     def _warn_small_conditions(self, n_components: int) -> None:
         warn_small_conditions(
             self.adata, self.registry_["setup_args"].get("condition_key"), n_components
         )
-
-
-def _conditional(manager) -> bool:
-    """Whether a registration has a condition or covariates for the decoder to be given."""
-    return manager.summary_stats.n_batch > 1 or REGISTRY_KEYS.CAT_COVS_KEY in manager.data_registry

@@ -239,10 +239,12 @@ def _compare_n_components(
         key: value for key, value in train_kwargs.items() if key not in _PHASE_ARGUMENTS
     }
     with isolated_seed(seed):
-        # the criterion was validated on the latent of two hidden layers; the linear maps that
-        # counts get by default chose 7 of 8 simulated types (test_n_components), so the
-        # selection VAE keeps two layers unless the caller names a network
-        selector = cls(adata, n_components=min(ks), **{"n_layers": 2, **model_kwargs})
+        # the criterion was validated on a 10-D latent of two hidden layers; the linear maps
+        # that counts get by default chose 7 of 8 simulated types (test_n_components), so the
+        # selection VAE keeps that network unless the caller names one
+        selector = cls(
+            adata, n_components=min(ks), **{"n_layers": 2, "n_latent": 10, **model_kwargs}
+        )
         selector.pretrain(selection_epochs, "vae", **common)
         table = separation_scores(selector.get_latent_representation(), ks, seed=seed)
         if not fit_models:
@@ -296,11 +298,13 @@ class ChooseKMixin:
         if self.k_candidates_ is None:
             raise ValueError("n_components was given: there is no K to choose.")
         seed = (settings.seed or 0) if seed is None else seed
+        # the network the caller named, not the count defaults resolved from it: the selection
+        # VAE keeps the network the criterion was validated with (compare_n_components)
         model_kwargs = {
             key: value
             for key, value in self.init_params_["non_kwargs"].items()
-            if key not in ("n_components", "k_range")
-        }
+            if key not in ("n_components", "k_range", "n_latent", "n_layers")
+        } | self._network_given
         table = self.compare_n_components(
             self.adata,
             self.k_candidates_,
