@@ -28,6 +28,7 @@ import pandas as pd
 
 from mixvi.module._prior import MixturePrior
 
+from ._defaults import LATENT, LAYERS
 from ._mixture_start import umap_embedding
 
 if TYPE_CHECKING:
@@ -239,12 +240,12 @@ def _compare_n_components(
         key: value for key, value in train_kwargs.items() if key not in _PHASE_ARGUMENTS
     }
     with isolated_seed(seed):
-        # the criterion was validated on a 10-D latent of two hidden layers; the linear maps
-        # that counts get by default chose 7 of 8 simulated types (test_n_components), so the
-        # selection VAE keeps that network unless the caller names one
-        selector = cls(
-            adata, n_components=min(ks), **{"n_layers": 2, "n_latent": 10, **model_kwargs}
-        )
+        # the criterion was validated on the default network for data other than plain counts
+        # (two hidden layers, a 10-D latent); the linear maps that counts get by default chose
+        # 7 of 8 simulated types (test_n_components), so the selection VAE keeps that network
+        # unless the caller names one
+        network = {"n_layers": LAYERS, "n_latent": LATENT}
+        selector = cls(adata, n_components=min(ks), **{**network, **model_kwargs})
         selector.pretrain(selection_epochs, "vae", **common)
         table = separation_scores(selector.get_latent_representation(), ks, seed=seed)
         if not fit_models:
