@@ -24,7 +24,7 @@ from mixvi.module._likelihoods import Likelihood, check_likelihood
 from ._guard import NonFiniteLossError, TrainingGuard
 from ._minibatches import INFERENCE_BATCH_SIZE, InMemoryDataSplitter, RowIndexField, choose_loader
 from ._training_plan import MixviTrainingPlan
-from ._validation import validate_for_likelihood, validate_for_setup
+from ._validation import row_sums, validate_for_likelihood, validate_for_setup
 
 logger = logging.getLogger("mixvi")
 
@@ -57,6 +57,11 @@ def register_anndata(
     manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
     manager.register_fields(adata, **kwargs)
     cls.register_manager(manager)
+
+
+def median_library_size(manager: AnnDataManager) -> float:
+    """The median over cells of the registered data's row sums (their library sizes)."""
+    return float(np.median(row_sums(manager.get_from_registry(REGISTRY_KEYS.X_KEY))))
 
 
 class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
@@ -481,7 +486,5 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(f"Unknown {what} {value!r}; the model knows {mapping}.")
         return mapping.index(value)
 
-    @torch.inference_mode()
     def _median_library_size(self) -> float:
-        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        return float(np.median(np.asarray(matrix.sum(axis=1)).ravel()))
+        return median_library_size(self.adata_manager)

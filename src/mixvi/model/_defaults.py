@@ -1,9 +1,10 @@
 """The GMVAE's network defaults, which depend on the data it is given.
 
-Counts without a condition get linear maps to a wide latent, as PCA-50 is; everything else
-(scaled or log values, images, counts with a condition) gets two hidden layers and a 10-D
-latent. Both count settings were chosen on the weak-marker count simulation of
-``benchmarks/count_settings.py`` (development data; its tables say so).
+Counts without a condition get linear maps to a wide latent, as PCA-50 is, from
+depth-normalised log counts, as PCA reads; everything else (scaled or log values, images,
+counts with a condition) gets two hidden layers and a 10-D latent. The count settings were
+chosen on the weak-marker count simulation of ``benchmarks/count_settings.py``
+(development data; its tables say so).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 
 from mixvi.module._likelihoods import COUNT_LIKELIHOODS
+
+from ._base import median_library_size
 
 #: hidden layers and latent size of the GMVAE on counts with no condition
 COUNT_LAYERS = 0
@@ -27,18 +30,31 @@ def is_conditional(manager: AnnDataManager) -> bool:
 
 
 def network_defaults(
-    manager: AnnDataManager | None, likelihood: str, n_layers: int | None, n_latent: int | None
-) -> tuple[int, int]:
-    """``n_layers`` and ``n_latent``, with ``None`` resolved for these data.
+    manager: AnnDataManager | None,
+    likelihood: str,
+    n_layers: int | None,
+    n_latent: int | None,
+    normalize_input: bool | None = None,
+) -> tuple[int, int, float | None]:
+    """``n_layers``, ``n_latent`` and the encoder's ``library_target``, resolved for these data.
 
-    A condition needs hidden layers: its effect on log counts is not linear, and linear maps
-    leave it in the latent.
+    ``None`` resolves for counts with no condition to linear maps, a 50-D latent and an
+    encoder input scaled to the median library size; otherwise to two hidden layers, a 10-D
+    latent and ``log1p`` of the counts (as scVI reads them). A condition needs hidden layers:
+    its effect on log counts is not linear, and linear maps leave it in the latent.
     """
-    plain_counts = (
-        manager is not None and likelihood in COUNT_LIKELIHOODS and not is_conditional(manager)
-    )
+    counts = manager is not None and likelihood in COUNT_LIKELIHOODS
+    plain_counts = counts and not is_conditional(manager)
     if n_layers is None:
         n_layers = COUNT_LAYERS if plain_counts else LAYERS
     if n_latent is None:
         n_latent = COUNT_LATENT if plain_counts else LATENT
-    return n_layers, n_latent
+    if normalize_input is None:
+        normalize_input = plain_counts
+    if normalize_input and not counts:
+        raise ValueError(
+            "normalize_input=True needs a count likelihood ('nb', 'zinb' or 'poisson') and "
+            f"registered data, got likelihood={likelihood!r}."
+        )
+    library_target = median_library_size(manager) if normalize_input else None
+    return n_layers, n_latent, library_target

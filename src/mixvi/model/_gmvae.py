@@ -74,6 +74,11 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         that lie obliquely to the latent axes; try them when clusters look elongated.
     k_range
         With ``n_components="auto"``: the smallest and largest candidate K.
+    normalize_input
+        Counts only: the encoder reads each cell scaled to the median library size, then
+        ``log1p``, as PCA reads scanpy's ``normalize_total`` and ``log1p``; otherwise
+        ``log1p`` of the raw counts, as scVI. ``None`` (the default): on for counts without a
+        condition or covariates, so that depth does not take up latent dimensions.
 
     Attributes
     ----------
@@ -114,6 +119,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         input_dropout_rate: float = 0.0,
         prior_covariance: Covariance = "diag",
         k_range: tuple[int, int] = (2, 20),
+        normalize_input: bool | None = None,
     ) -> None:
         from ._n_components import k_range_candidates
 
@@ -130,15 +136,14 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             candidates = k_range_candidates(low, high, adata.n_obs, f"k_range={tuple(k_range)}")
         k = candidates[0] if candidates else n_components
         # what the caller named: choosing K builds its selection VAE from these alone
-        self._network_given = {
-            key: value
-            for key, value in (("n_latent", n_latent), ("n_layers", n_layers))
-            if value is not None
-        }
+        named = {"n_latent": n_latent, "n_layers": n_layers, "normalize_input": normalize_input}
+        self._network_given = {key: value for key, value in named.items() if value is not None}
         manager = (
             None if adata is None else self._get_most_recent_anndata_manager(adata, required=True)
         )
-        n_layers, n_latent = network_defaults(manager, likelihood, n_layers, n_latent)
+        n_layers, n_latent, library_target = network_defaults(
+            manager, likelihood, n_layers, n_latent, normalize_input
+        )
         if adata is not None and k > adata.n_obs:
             raise ValueError(
                 f"n_components={k} is larger than the number of observations ({adata.n_obs})."
@@ -156,6 +161,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             input_dropout_rate=input_dropout_rate,
             n_components=k,
             covariance=prior_covariance,
+            library_target=library_target,
         )
         self._model_summary_string += (
             f", n_components={n_components!r}, prior_covariance={prior_covariance!r}"

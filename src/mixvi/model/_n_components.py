@@ -242,9 +242,9 @@ def _compare_n_components(
     with isolated_seed(seed):
         # the criterion was validated on the default network for data other than plain counts
         # (two hidden layers, a 10-D latent); the linear maps that counts get by default chose
-        # 7 of 8 simulated types (test_n_components), so the selection VAE keeps that network
-        # unless the caller names one
-        network = {"n_layers": LAYERS, "n_latent": LATENT}
+        # 7 of 8 simulated types (test_n_components), so the selection VAE keeps that network,
+        # and its log1p input, unless the caller names them
+        network = {"n_layers": LAYERS, "n_latent": LATENT, "normalize_input": False}
         selector = cls(adata, n_components=min(ks), **{**network, **model_kwargs})
         selector.pretrain(selection_epochs, "vae", **common)
         table = separation_scores(selector.get_latent_representation(), ks, seed=seed)
@@ -304,7 +304,7 @@ class ChooseKMixin:
         model_kwargs = {
             key: value
             for key, value in self.init_params_["non_kwargs"].items()
-            if key not in ("n_components", "k_range", "n_latent", "n_layers")
+            if key not in ("n_components", "k_range", "n_latent", "n_layers", "normalize_input")
         } | self._network_given
         table = self.compare_n_components(
             self.adata,

@@ -49,6 +49,18 @@ def _chunks(matrix) -> Iterable[np.ndarray]:
         yield np.asarray(block.data) if sp.issparse(block) else np.asarray(block)
 
 
+def row_sums(matrix) -> np.ndarray:
+    """Each row's sum (a cell's library size), reading backed matrices a block at a time."""
+    if hasattr(matrix, "to_memory") and not hasattr(matrix, "shape"):
+        matrix = matrix.to_memory()
+    return np.concatenate(
+        [
+            np.asarray(matrix[start : start + _CHUNK].sum(axis=1)).ravel()
+            for start in range(0, matrix.shape[0], _CHUNK)
+        ]
+    )
+
+
 def check_shape(adata: AnnData) -> None:
     """Refuse an AnnData with no observations or no features."""
     if adata.n_obs == 0 or adata.n_vars == 0:

@@ -44,6 +44,10 @@ class AutoencoderBase(BaseModuleClass):
         Fraction of the encoder's input features set to zero, drawn anew for every cell
         and step, while training: the masking noise of a denoising autoencoder, as DEC
         :cite:p:`Xie2016` pretrains. The decoder still reconstructs the uncorrupted input.
+    library_target
+        Counts only: the encoder sees ``log1p(x / library * library_target)``, each cell
+        scaled to this library size as scanpy's ``normalize_total`` and ``log1p`` do, rather
+        than ``log1p(x)`` (``None``, as scVI). The decoder still uses the observed library.
     """
 
     def __init__(
@@ -60,8 +64,12 @@ class AutoencoderBase(BaseModuleClass):
         learn_scale: bool = True,
         variational: bool = True,
         input_dropout_rate: float = 0.0,
+        library_target: float | None = None,
     ) -> None:
         super().__init__()
+        if library_target is not None and not library_target > 0:
+            raise ValueError(f"library_target must be None or > 0, got {library_target}.")
+        self.library_target = library_target
         if not 0.0 <= input_dropout_rate < 1.0:
             raise ValueError(f"input_dropout_rate must be in [0, 1), got {input_dropout_rate}.")
         self.input_dropout_rate = input_dropout_rate
@@ -127,11 +135,17 @@ class AutoencoderBase(BaseModuleClass):
         """Return the encoder's input and the observed library size (counts only).
 
         Counts are log1p-transformed before encoding, as in scVI, so that highly expressed
-        features do not dominate the first layer. The library size is taken before any
-        input dropout, so that the decoder's scale stays that of the observed cell.
+        features do not dominate the first layer; with ``library_target`` each cell is first
+        scaled to that library size, so that sequencing depth, which the decoder is given,
+        does not take up latent dimensions. The library size is taken before any input
+        dropout, so that the decoder's scale stays that of the observed cell.
         """
         library = x.sum(dim=-1, keepdim=True) if self.is_count else None
-        x_in = torch.log1p(x) if self.is_count else x
+        x_in = x
+        if self.is_count:
+            if self.library_target is not None:
+                x = x / library.clamp(min=1.0) * self.library_target
+            x_in = torch.log1p(x)
         if self.training and self.input_dropout_rate > 0:
             # plain masking, not rescaled like nn.Dropout: a masked feature reads as
             # "not observed", as in the denoising autoencoders DEC and N2D build on
