@@ -14,8 +14,12 @@ defaults (epochs included), except for the network the table names:
 - ``one_layer``: one hidden layer of 128 with dropout 0.1 (scVI's network);
 - ``linear``: no hidden layer, linear encoder and decoder, a 10-D latent;
 - ``linear_20``, ``linear_30``, ``linear_50``: the same with a latent of 20, 30 or 50
-  dimensions; ``linear_50`` is the count default now (``--networks linear linear_20
-  linear_30 linear_50 --name count_latent`` writes that comparison).
+  dimensions (``--networks linear linear_20 linear_30 linear_50 --name count_latent``
+  writes that comparison);
+- ``linear_50_norm``: ``linear_50`` with the encoder reading each cell scaled to the median
+  library size before ``log1p``, as PCA reads the data, where the others read ``log1p`` of
+  the raw counts as scVI does; this is the count default (``--networks linear_50
+  linear_50_norm --name count_input``).
 
 For each, the GMVAE's own clusters and Leiden at K on its latent; beside them, the scanpy
 pipeline on the same cells (log-normalised values, PCA-50, then Leiden at K or k-means).

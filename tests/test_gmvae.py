@@ -122,6 +122,7 @@ def test_conditional_gmvae_takes_the_condition(counts_adata):
     assert model.module.encoder.body.n_layers == 2
     assert model.module.n_latent == 10
     assert model.module.encoder.body.fc.fc_layers[0][0].in_features == 40 + 2
+    assert model.module.library_target is None  # log1p of the raw counts, as chosen there
     model.train(max_epochs=3, pretrain_epochs=1, **QUIET)
     assert model.get_cluster_probabilities().shape == (300, 3)
     assert model.generate(4, component=1, condition="B").shape == (4, 40)
@@ -153,6 +154,33 @@ def test_counts_get_a_linear_50d_model_by_default(
     loaded = mixvi.model.GMVAE.load(tmp_path / "m", adata=counts_adata)
     assert loaded.module.encoder.body.n_layers == layers
     assert loaded.module.n_latent == latent
+
+
+def test_counts_reach_the_encoder_scaled_to_the_median_library(counts_adata, tmp_path):
+    mixvi.model.GMVAE.setup_anndata(counts_adata, layer="counts")
+    model = mixvi.model.GMVAE(counts_adata, n_components=3, likelihood="nb")
+    median = np.median(counts_adata.layers["counts"].sum(axis=1))
+    assert model.module.library_target == pytest.approx(median)
+    x = torch.as_tensor(counts_adata.layers["counts"][:5])
+    model.module.eval()
+    # a cell and the same cell sequenced twice as deep read the same to the encoder, which
+    # reads log1p(x / library * median); the decoder keeps the observed library
+    one, library = model.module._encoder_input(x)
+    two, library_2 = model.module._encoder_input(2 * x)
+    torch.testing.assert_close(one, two)
+    torch.testing.assert_close(2 * library, library_2)
+    torch.testing.assert_close(one, torch.log1p(x / x.sum(1, keepdim=True) * float(median)))
+    raw = mixvi.model.GMVAE(counts_adata, n_components=3, likelihood="nb", normalize_input=False)
+    assert raw.module.library_target is None
+    raw.module.eval()
+    torch.testing.assert_close(raw.module._encoder_input(x)[0], torch.log1p(x))
+    model.save(tmp_path / "m", save_anndata=False)
+    loaded = mixvi.model.GMVAE.load(tmp_path / "m", adata=counts_adata)
+    assert loaded.module.library_target == model.module.library_target
+    with pytest.raises(ValueError, match="needs a count likelihood"):
+        mixvi.model.GMVAE(counts_adata, n_components=3, likelihood="normal", normalize_input=True)
+    with pytest.raises(ValueError, match="library_target must be None or > 0"):
+        GMVAEModule(6, likelihood="nb", library_target=0.0)
 
 
 def _epochs(model) -> int:

@@ -129,3 +129,20 @@ def test_training_from_a_backed_h5ad_matches_in_memory(counts_adata, tmp_path):
     elbo = [m.history["elbo_train"].to_numpy(dtype=float).ravel() for m in models]
     np.testing.assert_allclose(elbo[0], elbo[1], rtol=0.02)
     assert np.isfinite(models[0].get_latent_representation()).all()
+
+
+def test_the_gmvae_reads_library_sizes_of_a_backed_h5ad_in_blocks(counts_adata, tmp_path):
+    path = tmp_path / "counts.h5ad"
+    on_disk = counts_adata.copy()
+    on_disk.X = sp.csr_matrix(on_disk.layers["counts"])
+    del on_disk.layers["counts"]
+    on_disk.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    targets = []
+    for data in (backed, ad.read_h5ad(path)):
+        mixvi.model.GMVAE.setup_anndata(data)
+        model = mixvi.model.GMVAE(data, n_components=3, likelihood="nb")
+        targets.append(model.module.library_target)
+    assert backed.isbacked  # the median library size was read without loading X
+    assert targets[0] == pytest.approx(np.median(counts_adata.layers["counts"].sum(axis=1)))
+    assert targets[0] == pytest.approx(targets[1])
