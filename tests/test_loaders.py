@@ -109,12 +109,18 @@ def test_inference_uses_large_minibatches(pbmc, monkeypatch):
     assert sizes == [mixvi.model._minibatches.INFERENCE_BATCH_SIZE, 64]
 
 
-def test_training_from_a_backed_h5ad_matches_in_memory(counts_adata, tmp_path):
+def _counts_h5ad(counts_adata, tmp_path):
+    """The counts as a sparse X in an .h5ad file, to be read backed or into memory."""
     path = tmp_path / "counts.h5ad"
     on_disk = counts_adata.copy()
     on_disk.X = sp.csr_matrix(on_disk.layers["counts"])
     del on_disk.layers["counts"]
     on_disk.write_h5ad(path)
+    return path
+
+
+def test_training_from_a_backed_h5ad_matches_in_memory(counts_adata, tmp_path):
+    path = _counts_h5ad(counts_adata, tmp_path)
     backed = ad.read_h5ad(path, backed="r")
     models = []
     for data in (backed, ad.read_h5ad(path)):
@@ -132,11 +138,7 @@ def test_training_from_a_backed_h5ad_matches_in_memory(counts_adata, tmp_path):
 
 
 def test_the_gmvae_reads_library_sizes_of_a_backed_h5ad_in_blocks(counts_adata, tmp_path):
-    path = tmp_path / "counts.h5ad"
-    on_disk = counts_adata.copy()
-    on_disk.X = sp.csr_matrix(on_disk.layers["counts"])
-    del on_disk.layers["counts"]
-    on_disk.write_h5ad(path)
+    path = _counts_h5ad(counts_adata, tmp_path)
     backed = ad.read_h5ad(path, backed="r")
     targets = []
     for data in (backed, ad.read_h5ad(path)):
