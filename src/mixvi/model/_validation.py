@@ -36,29 +36,26 @@ def _where(layer: str | None) -> str:
     return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
 
 
+def _row_blocks(matrix) -> Iterable:
+    """``matrix`` a block of rows at a time: backed (on-disk) matrices are never read whole."""
+    if hasattr(matrix, "to_memory") and not hasattr(matrix, "shape"):
+        matrix = matrix.to_memory()
+    for start in range(0, matrix.shape[0], _CHUNK):
+        yield matrix[start : start + _CHUNK]
+
+
 def _chunks(matrix) -> Iterable[np.ndarray]:
     """The stored values of ``matrix``, chunk by chunk (only non-zeros of sparse matrices)."""
     if sp.issparse(matrix):
         yield np.asarray(matrix.data)
         return
-    if hasattr(matrix, "to_memory") and not hasattr(matrix, "shape"):
-        matrix = matrix.to_memory()
-    # backed (on-disk) matrices are read a block of rows at a time, never whole
-    for start in range(0, matrix.shape[0], _CHUNK):
-        block = matrix[start : start + _CHUNK]
+    for block in _row_blocks(matrix):
         yield np.asarray(block.data) if sp.issparse(block) else np.asarray(block)
 
 
 def row_sums(matrix) -> np.ndarray:
     """Each row's sum (a cell's library size), reading backed matrices a block at a time."""
-    if hasattr(matrix, "to_memory") and not hasattr(matrix, "shape"):
-        matrix = matrix.to_memory()
-    return np.concatenate(
-        [
-            np.asarray(matrix[start : start + _CHUNK].sum(axis=1)).ravel()
-            for start in range(0, matrix.shape[0], _CHUNK)
-        ]
-    )
+    return np.concatenate([np.asarray(block.sum(axis=1)).ravel() for block in _row_blocks(matrix)])
 
 
 def check_shape(adata: AnnData) -> None:
