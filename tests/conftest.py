@@ -1,32 +1,45 @@
 import os
+import sys
 
 # Under pytest-xdist every worker gets its share of the cores. Left alone, torch, BLAS and
 # numba each start one thread per core in every worker, and two workers on two cores then run
-# slower together than one alone. The variables must be set before numpy and torch load.
+# slower together than one alone.
+#
+# The variables below reach only the libraries that load after this file, and pytest's plugins
+# (fast-array-utils, hypothesis) load numpy, numba and torch first. So each runtime is also set
+# by call once imported. numba gets its own thread pool (workqueue): its OpenMP layer shares
+# PyPI's CUDA torch's libgomp and sets that pool to every core when it starts, after which
+# scikit-learn's threadpoolctl contexts (KMeans, kneighbors) read and "restore" every core on
+# exit; each worker then spun two OpenMP threads on two cores and the latest-stack suite ran
+# about ten times slower. numba's pool size is fixed once numba is imported (a different
+# NUMBA_NUM_THREADS later is refused), so it is capped with numba.set_num_threads instead.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     _THREADS = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-    for _name in (
-        "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "NUMBA_NUM_THREADS",
-    ):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_name, str(_THREADS))
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(_THREADS))
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 else:
     _THREADS = None
 
 import anndata as ad
+import numba
 import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
+import threadpoolctl
 import torch
 from lightning.pytorch.callbacks import Callback
 
 import mixvi
 
 if _THREADS is not None:
+    numba.config.reload_config()  # numba may have read its settings before the lines above
+    numba.set_num_threads(min(_THREADS, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(_THREADS)
+    threadpoolctl.threadpool_limits(_THREADS)  # every loaded OpenMP and BLAS runtime
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
