@@ -156,7 +156,7 @@ def test_counts_get_a_linear_50d_model_by_default(
     assert loaded.module.n_latent == latent
 
 
-def test_counts_reach_the_encoder_scaled_to_the_median_library(counts_adata, tmp_path):
+def test_counts_reach_the_encoder_scaled_to_the_median_library(counts_adata, tmp_path, capsys):
     mixvi.model.GMVAE.setup_anndata(counts_adata, layer="counts")
     model = mixvi.model.GMVAE(counts_adata, n_components=3, likelihood="nb")
     median = np.median(counts_adata.layers["counts"].sum(axis=1))
@@ -174,6 +174,12 @@ def test_counts_reach_the_encoder_scaled_to_the_median_library(counts_adata, tmp
     assert raw.module.library_target is None
     raw.module.eval()
     torch.testing.assert_close(raw.module._encoder_input(x)[0], torch.log1p(x))
+    # the printed model (scvi-tools prints it with rich) says which input its encoder reads
+    capsys.readouterr()
+    repr(model)
+    assert "normalize_input=True" in capsys.readouterr().out
+    repr(raw)
+    assert "normalize_input=False" in capsys.readouterr().out
     model.save(tmp_path / "m", save_anndata=False)
     loaded = mixvi.model.GMVAE.load(tmp_path / "m", adata=counts_adata)
     assert loaded.module.library_target == model.module.library_target

@@ -164,7 +164,8 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             library_target=library_target,
         )
         self._model_summary_string += (
-            f", n_components={n_components!r}, prior_covariance={prior_covariance!r}"
+            f", n_components={n_components!r}, prior_covariance={prior_covariance!r}, "
+            f"normalize_input={library_target is not None}"
         )
         self.init_params_ = self._get_init_params(locals())
         self.k_candidates_ = candidates  # None once K is known
