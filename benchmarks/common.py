@@ -17,7 +17,8 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import scanpy as sc
+
+from mixvi.model import leiden_clusters
 
 RESULTS = Path(__file__).parent / "results"
 # the candidates of gmvae_auto_k, the same on every dataset, so that no label sets the range
@@ -140,28 +141,7 @@ def summarise_methods(per_seed: dict, methods: Iterable[str]) -> dict:
 # -- shared baselines and the choice of K -------------------------------------------------
 def leiden_k(adata: ad.AnnData, use_rep: str, k: int, seed: int) -> np.ndarray:
     """Leiden clusters with the resolution bisected until there are ``k`` clusters (or closest)."""
-    sc.pp.neighbors(adata, use_rep=use_rep, random_state=seed, key_added="bench")
-    lo, hi, best = 0.01, 5.0, None
-    for _ in range(12):
-        res = np.sqrt(lo * hi)
-        sc.tl.leiden(
-            adata,
-            resolution=res,
-            random_state=seed,
-            neighbors_key="bench",
-            key_added="bench_leiden",
-            flavor="igraph",
-            n_iterations=2,
-            directed=False,
-        )
-        labels = adata.obs["bench_leiden"].astype(int).to_numpy()
-        n = labels.max() + 1
-        if best is None or abs(n - k) < abs(best.max() + 1 - k):
-            best = labels
-        if n == k:
-            break
-        lo, hi = (res, hi) if n < k else (lo, res)
-    return best
+    return leiden_clusters(adata.obsm[use_rep], k, seed, exact=False)
 
 
 def chosen_k(

@@ -18,8 +18,11 @@ defaults (epochs included), except for the network the table names:
   writes that comparison);
 - ``linear_50_norm``: ``linear_50`` with the encoder reading each cell scaled to the median
   library size before ``log1p``, as PCA reads the data, where the others read ``log1p`` of
-  the raw counts as scVI does; this is the count default (``--networks linear_50
+  the raw counts as scVI does; this is the count network (``--networks linear_50
   linear_50_norm --name count_input``).
+- ``start_umap``, ``start_leiden``: the count network with the mixture start pinned to a
+  Gaussian mixture on a UMAP of the pretrained latent, or to Leiden at K on its neighbour
+  graph (``--networks start_umap start_leiden --name count_start``).
 
 For each, the GMVAE's own clusters and Leiden at K on its latent; beside them, the scanpy
 pipeline on the same cells (log-normalised values, PCA-50, then Leiden at K or k-means).
@@ -31,6 +34,8 @@ Usage::
         linear_30 linear_50 --name count_latent
     python benchmarks/count_settings.py --seeds 0 1 2 3 4 --networks linear_50 \
         linear_50_norm --name count_input
+    python benchmarks/count_settings.py --seeds 0 1 2 3 4 --networks start_umap \
+        start_leiden --name count_start
     python benchmarks/count_settings.py --smoke        # 300 cells, 1 epoch (CI)
 """
 
@@ -60,6 +65,9 @@ NETWORKS = {
     **{f"linear_{d}": {"n_layers": 0, "n_latent": d, **RAW} for d in (20, 30, 50)},
     "linear_50_norm": {"n_layers": 0, "n_latent": 50, "normalize_input": True},
 }
+# the count network with each mixture start pinned (``train``: arguments of GMVAE.train)
+for _start in ("umap", "leiden"):
+    NETWORKS[f"start_{_start}"] = {**NETWORKS["linear_50_norm"], "train": {"init": _start}}
 METHODS = (
     "pca_leiden",
     "kmeans_pca50",
@@ -117,8 +125,11 @@ def run_seed(seed: int, smoke: bool, networks: list[str]) -> dict[str, dict]:
         t = time.perf_counter()
         mixvi.settings.seed = seed
         mixvi.model.GMVAE.setup_anndata(adata, layer="counts")
-        model = mixvi.model.GMVAE(adata, n_components=k, likelihood="nb", **NETWORKS[net])
+        network = dict(NETWORKS[net])
+        train = network.pop("train", {})
+        model = mixvi.model.GMVAE(adata, n_components=k, likelihood="nb", **network)
         model.train(
+            **train,
             max_epochs=2 if smoke else None,
             pretrain_epochs=1 if smoke else None,
             anchor_epochs=0 if smoke else None,

@@ -337,7 +337,7 @@ def test_anchor_fixes_q_c_to_the_given_responsibilities():
     assert not torch.allclose(free.kl_local["kl_local"], expected)
 
 
-@pytest.mark.parametrize("method", ["gmm", "umap", "kmeans"])
+@pytest.mark.parametrize("method", ["gmm", "umap", "leiden", "kmeans"])
 def test_init_mixture_finds_the_blobs_without_labels(method):
     mixvi.settings.seed = 0
     adata, labels = _blobs(seed=1)
@@ -353,7 +353,7 @@ def test_init_mixture_finds_the_blobs_without_labels(method):
         model.init_mixture("spectral")
     with pytest.raises(ValueError, match="init must be"):
         model.train(max_epochs=1, init="spectral")
-    if method == "kmeans":  # hard clusters: each cell wholly in one component
+    if method in ("kmeans", "leiden"):  # hard clusters: each cell wholly in one component
         assert set(np.unique(start)) == {0.0, 1.0}
     if method == "umap":
         wide = model.init_mixture("umap", umap_neighbors=50)
@@ -434,6 +434,30 @@ def test_the_kmeans_start_is_the_moments_of_hard_clusters(covariance):
     gmm.weights_, gmm.means_, gmm.covariances_ = start.weights, start.means, variances
     gmm.precisions_cholesky_ = np.linalg.cholesky(np.linalg.inv(variances))
     assert start.log_likelihood == pytest.approx(gmm.score(z), rel=1e-6)
+
+
+def test_leiden_clusters_keep_a_small_cluster_and_always_return_k():
+    from mixvi.model import leiden_clusters
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[-6.0, 0.0], [6.0, 0.0], [0.0, 8.0], [0.0, -8.0]])
+    sizes = [600, 300, 80, 20]  # a 2 % cluster, as rare cell types are
+    labels = np.repeat(np.arange(4), sizes)
+    z = centres[labels] + rng.normal(0, 0.6, (sum(sizes), 2))
+    found = leiden_clusters(z, 4, seed=0)
+    assert adjusted_rand_score(labels, found) == 1.0
+    # the same seed gives the same partition
+    np.testing.assert_array_equal(found, leiden_clusters(z, 4, seed=0))
+    # K that no resolution reaches on four blobs: merged or split to exactly K, all used
+    for k in (2, 3, 6, 9):
+        assert sorted(np.unique(leiden_clusters(z, k, seed=0))) == list(range(k))
+    three = leiden_clusters(z, 3, seed=0)
+    # merging joins the smallest blob to its nearest, and keeps the other blobs whole
+    assert adjusted_rand_score(labels[labels < 2], three[labels < 2]) == 1.0
+    # identical points split by index rather than looping
+    assert sorted(np.unique(leiden_clusters(np.zeros((10, 2)), 3, seed=0))) == [0, 1, 2]
+    with pytest.raises(ValueError, match="n_clusters must be between 1 and 1000"):
+        leiden_clusters(z, 1001)
 
 
 def test_row_index_is_filled_for_new_anndata(trained_blobs):

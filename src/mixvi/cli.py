@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--init",
-        choices=("auto", "umap", "gmm", "kmeans"),
+        choices=("auto", "umap", "leiden", "gmm", "kmeans"),
         default="auto",
         help="gmvae: how the mixture starts (default: auto, umap after an AE pretraining, gmm after a VAE's; "
         "kmeans: k-means on the latent)",

@@ -222,7 +222,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         max_epochs: int | None = None,
         pretrain_epochs: int | None = None,
         anchor_epochs: int | None = None,
-        init: Literal["auto", "umap", "gmm", "kmeans"] | None = "auto",
+        init: Literal["auto", "umap", "leiden", "gmm", "kmeans"] | None = "auto",
         start_kwargs: Mapping | None = None,
         pretraining: Literal["auto", "ae", "vae"] = "auto",
         kl_warmup_epochs: int | None = 0,
@@ -353,13 +353,16 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         init
             ``"umap"``: a Gaussian mixture on a UMAP of the latent means, whose clusters'
             moments in the latent set the prior; suits an autoencoder's curved clusters.
+            ``"leiden"``: Leiden clusters of the latent's neighbour graph at the resolution
+            that gives K, as scanpy users cluster; keeps small clusters whole.
             ``"gmm"``: a Gaussian mixture on the latent means, copied into the prior; suits a
             VAE's latent. ``"kmeans"``: k-means on the latent means; fast on large data, but
             equal spheres. See :func:`~mixvi.model.mixture_start`.
         restarts
             Restarts of the Gaussian mixture or of k-means; the best fit is kept.
         umap_neighbors
-            UMAP's ``n_neighbors``: raise it (e.g. 50) when look-alike subclusters split.
+            UMAP's (or the ``"leiden"`` graph's) ``n_neighbors``: raise it (e.g. 50) when
+            look-alike subclusters split.
         umap_cells
             Fit the UMAP on at most this many random cells; the others are placed by their
             ``placement_neighbors`` nearest fitted cells. For large data, where UMAP's time

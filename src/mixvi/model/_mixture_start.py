@@ -15,8 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-Init = Literal["umap", "gmm", "kmeans"]
-INITS: tuple[str, ...] = ("umap", "gmm", "kmeans")
+Init = Literal["umap", "leiden", "gmm", "kmeans"]
+INITS: tuple[str, ...] = ("umap", "leiden", "gmm", "kmeans")
 
 
 def check_start(
@@ -24,8 +24,8 @@ def check_start(
 ) -> None:
     """Reject a bad start before any training time is spent."""
     if init not in INITS:
-        raise ValueError(f"{name} must be 'umap', 'gmm' or 'kmeans', got {init!r}.")
-    if init == "umap" and umap_neighbors < 2:
+        raise ValueError(f"{name} must be 'umap', 'leiden', 'gmm' or 'kmeans', got {init!r}.")
+    if init in ("umap", "leiden") and umap_neighbors < 2:
         raise ValueError(f"umap_neighbors must be >= 2, got {umap_neighbors}.")
     if umap_cells is None:
         return
@@ -94,11 +94,15 @@ def mixture_start(
         itself with the prior's covariance, as VaDE :cite:p:`Jiang2017` starts; it suits a VAE's latent, whose
         KL to N(0, I) makes clusters close to Gaussian blobs. ``"kmeans"``: k-means on ``z``,
         each cell wholly in its cluster, and the clusters' moments; equal spheres, in
-        seconds where the UMAP takes minutes on large data.
+        seconds where the UMAP takes minutes on large data. ``"leiden"``: Leiden clusters
+        of the latent's k-nearest-neighbour graph :cite:p:`Traag2019`, with the resolution
+        searched until there are K of them, as scanpy users cluster; each cell wholly in its
+        cluster, and the clusters' moments. A graph partition keeps small clusters that a
+        mixture fitted to a UMAP splits or merges by chance of the UMAP's seed.
     restarts
         ``n_init`` of the GaussianMixture or of k-means; the best fit is kept.
     umap_neighbors
-        ``n_neighbors`` of the UMAP. More neighbours weigh the global structure more, which
+        ``n_neighbors`` of the UMAP, or of the ``"leiden"`` graph. More neighbours weigh the global structure more, which
         merges look-alike subclusters; scanpy's default is 15.
     seed
         Random state of the UMAP, the mixture, k-means and the subsample.
@@ -140,6 +144,14 @@ def mixture_start(
         from sklearn.cluster import KMeans
 
         labels = KMeans(n_components, n_init=restarts, random_state=seed).fit_predict(z)
+        resp = np.eye(n_components)[labels]
+        weights, means, variances = _moments(z, resp, covariance)
+        start = MixtureStart(
+            weights, means, variances, resp, _log_likelihood(z, weights, means, variances)
+        )
+        return _with_posterior_variance(start, z_var)
+    if init == "leiden":
+        labels = leiden_clusters(z, n_components, seed, umap_neighbors)
         resp = np.eye(n_components)[labels]
         weights, means, variances = _moments(z, resp, covariance)
         start = MixtureStart(
@@ -264,3 +276,91 @@ def umap_embedding(
         n_jobs=1,
     )
     return reducer.fit_transform(z)
+
+
+def leiden_clusters(
+    z: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 15, exact: bool = True
+) -> np.ndarray:
+    """Leiden clusters of ``z``'s neighbour graph, with the resolution searched for K of them.
+
+    The graph is scanpy's (:func:`scanpy.pp.neighbors` on ``z``); the resolution is
+    bisected on a log scale (12 tries at most), as one finds K clusters with scanpy. If no
+    resolution gives exactly K, the closest partition is kept, or with ``exact`` brought to
+    K: the smallest cluster joins the one with the nearest centroid, or the largest is
+    split in two by k-means, until there are K.
+
+    Parameters
+    ----------
+    z
+        Points, shape ``(n, d)``.
+    n_clusters
+        The number of clusters K.
+    seed
+        Random state of the graph and of Leiden.
+    n_neighbors
+        Neighbours of each point in the graph (capped below the number of points).
+    exact
+        Bring the closest partition to exactly K clusters (the mixture start needs K).
+
+    Returns
+    -------
+    Labels from 0, shape ``(n,)``: ``0 .. K-1`` with ``exact``.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    if not 1 <= n_clusters <= z.shape[0]:
+        raise ValueError(f"n_clusters must be between 1 and {z.shape[0]}, got {n_clusters}.")
+    graph = ad.AnnData(np.zeros((z.shape[0], 0), dtype=np.float32))
+    graph.obsm["z"] = np.asarray(z)
+    sc.pp.neighbors(
+        graph,
+        n_neighbors=int(min(n_neighbors, max(2, z.shape[0] - 1))),
+        use_rep="z",
+        random_state=seed,
+    )
+    low, high, best = 0.01, 5.0, None
+    for _ in range(12):
+        resolution = float(np.sqrt(low * high))
+        sc.tl.leiden(
+            graph,
+            resolution=resolution,
+            random_state=seed,
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+        )
+        labels = graph.obs["leiden"].astype(int).to_numpy()
+        found = labels.max() + 1
+        if best is None or abs(found - n_clusters) < abs(best.max() + 1 - n_clusters):
+            best = labels
+        if found == n_clusters:
+            break
+        low, high = (resolution, high) if found < n_clusters else (low, resolution)
+    return _to_k_clusters(z, best, n_clusters, seed) if exact else best
+
+
+def _to_k_clusters(z: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Merge the smallest cluster into its nearest, or split the largest, until there are K."""
+    from sklearn.cluster import KMeans
+
+    labels = labels.copy()
+    while True:
+        names, labels = np.unique(labels, return_inverse=True)
+        n = len(names)
+        if n == k:
+            return labels
+        sizes = np.bincount(labels)
+        if n > k:
+            centroids = np.stack([z[labels == c].mean(axis=0) for c in range(n)])
+            small = int(sizes.argmin())
+            distance = ((centroids - centroids[small]) ** 2).sum(axis=1)
+            distance[small] = np.inf
+            labels[labels == small] = int(distance.argmin())
+        else:
+            large = labels == int(sizes.argmax())
+            if np.ptp(z[large], axis=0).max() > 0:
+                halves = KMeans(2, n_init=5, random_state=seed).fit_predict(z[large])
+            else:  # identical points: k-means cannot split them, so split by index
+                halves = np.arange(int(large.sum())) % 2
+            labels[np.flatnonzero(large)[halves == 1]] = n
