@@ -33,16 +33,22 @@ def command_line(argv: list[str] | None) -> str:
 
 
 def commit() -> str:
-    """The checked-out commit, marked when the measured code (src, benchmarks) has changes."""
+    """The checked-out commit, marked when the measured code (src, benchmarks) has changes.
+
+    git runs in the repository's root: its paths would otherwise be read from the working
+    directory, and a script run from ``benchmarks/`` would see no changes to ``src``.
+    """
+    root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=root
         ).stdout.strip()
         dirty = subprocess.run(
             # results written by earlier runs are not changes to what is measured
             ["git", "status", "--porcelain", "--", "src", "benchmarks", ":!benchmarks/results"],
             capture_output=True,
             text=True,
+            cwd=root,
         ).stdout
         return sha + (" (uncommitted changes)" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):

@@ -485,3 +485,44 @@ def test_the_count_default_is_the_network_count_settings_chose():
     assert len(linear) == 4 and max(linear, key=lambda n: sizes[n]["ari"][0]) == size
     inputs = json.loads((RESULTS / "count_input.json").read_text())["summary"]
     assert inputs[default]["ari"][0] > inputs[size]["ari"][0]
+
+
+def test_the_recorded_commit_marks_changed_source_from_any_directory(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+
+    # a repository of its own: src/ and benchmarks/common.py, committed, then src changed
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "benchmarks").mkdir()
+    shutil.copy(BENCHMARKS / "common.py", repo / "benchmarks" / "common.py")
+    (repo / "src" / "code.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    spec = importlib.util.spec_from_file_location(
+        "copied_common", repo / "benchmarks" / "common.py"
+    )
+    copied = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copied)
+    monkeypatch.chdir(repo / "benchmarks")  # where the scripts are run from
+    clean = copied.commit()
+    assert len(clean) == 40 and "uncommitted" not in clean
+    (repo / "src" / "code.py").write_text("x = 2\n")
+    assert copied.commit() == clean + " (uncommitted changes)"
+
+
+def test_start_stability_smoke_and_agreement(tmp_path):
+    start_stability = _load("start_stability")
+    summary = start_stability.main(["--smoke", "--seeds", "0", "1", "--out", str(tmp_path)])
+    assert set(summary) == {"umap", "leiden"}
+    assert all(summary[s]["seed_agreement"][2] == 1 for s in summary)  # one pair of seeds
+    table = (tmp_path / "start_stability_smoke.md").read_text()
+    assert "labels chose nothing" in table and "| leiden |" in table
+    # agreement is the mean ARI over pairs: identical clusterings agree fully, whatever
+    # their names, and a third that differs pulls the mean down
+    same = start_stability.agreement([[0, 0, 1, 1], [1, 1, 0, 0]])
+    assert same == (1.0, 0.0, 1)
+    mixed = start_stability.agreement([[0, 0, 1, 1], [1, 1, 0, 0], [0, 1, 0, 1]])
+    assert mixed[2] == 3 and mixed[0] < 0.5
