@@ -189,6 +189,30 @@ def test_counts_reach_the_encoder_scaled_to_the_median_library(counts_adata, tmp
         GMVAEModule(6, likelihood="nb", library_target=0.0)
 
 
+@pytest.mark.parametrize(
+    ("data", "likelihood", "condition", "start"),
+    [
+        ("counts", "nb", False, "leiden"),  # plain counts: the Leiden start
+        ("counts", "nb", True, "gmm"),  # a condition: VAE pretraining, Gaussian blobs
+        ("pbmc", "normal", False, "umap"),  # scaled values: the UMAP start
+    ],
+)
+def test_the_auto_start_depends_on_the_data(counts_adata, pbmc, data, likelihood, condition, start):
+    adata = counts_adata if data == "counts" else pbmc
+    setup = {"layer": "counts"} if data == "counts" else {}
+    if condition:
+        setup["condition_key"] = "condition"
+    mixvi.model.GMVAE.setup_anndata(adata, **setup)
+    model = mixvi.model.GMVAE(adata, n_components=3, likelihood=likelihood, n_hidden=16)
+    model.train(max_epochs=3, pretrain_epochs=1, **QUIET)
+    assert model.start_init_ == start
+    assert model.phase_ == "trained"
+    # a pinned start overrides the default on the same data
+    pinned = mixvi.model.GMVAE(adata, n_components=3, likelihood=likelihood, n_hidden=16)
+    pinned.train(max_epochs=3, pretrain_epochs=1, init="kmeans", **QUIET)
+    assert pinned.start_init_ == "kmeans"
+
+
 def _epochs(model) -> int:
     return len(model.history["elbo_train"])
 

@@ -119,8 +119,9 @@ def _parser() -> argparse.ArgumentParser:
         "--init",
         choices=("auto", "umap", "leiden", "gmm", "kmeans"),
         default="auto",
-        help="gmvae: how the mixture starts (default: auto, umap after an AE pretraining, gmm after a VAE's; "
-        "kmeans: k-means on the latent)",
+        help="gmvae: how the mixture starts (default: auto: gmm after a VAE pretraining; after an "
+        "AE pretraining, leiden on counts with no condition and umap otherwise; kmeans: k-means "
+        "on the latent)",
     )
     train.add_argument(
         "--umap-cells",
@@ -300,7 +301,7 @@ def run_train(args: argparse.Namespace) -> dict:
         metrics["n_components"] = model_kwargs["n_components"]
         if choice is not None:
             metrics["n_components_choice"] = choice
-        metrics["init"] = args.init
+        metrics["init"] = model.start_init_  # what "auto" resolved to
         metrics["umap_cells"] = args.umap_cells
         metrics["collapsed_components"] = model.collapsed_components()
     metrics = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in metrics.items()}

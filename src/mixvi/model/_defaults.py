@@ -1,10 +1,12 @@
 """The GMVAE's network defaults, which depend on the data it is given.
 
 Counts without a condition get linear maps to a wide latent, as PCA-50 is, from
-depth-normalised log counts, as PCA reads; everything else (scaled or log values, images,
-counts with a condition) gets two hidden layers and a 10-D latent. The count settings were
-chosen on the weak-marker count simulation of ``benchmarks/count_settings.py``
-(development data; its tables say so).
+depth-normalised log counts, as PCA reads, and a Leiden mixture start; everything else
+(scaled or log values, images, counts with a condition) gets two hidden layers, a 10-D
+latent and a UMAP start (a Gaussian-mixture start after a VAE pretraining). The count
+settings were chosen on the weak-marker count simulation of ``benchmarks/count_settings.py``
+(development data; its tables say so) and, for the start, by the agreement of the clusters
+across seeds on real counts (``benchmarks/start_stability.py``, no labels).
 """
 
 from __future__ import annotations
@@ -58,3 +60,20 @@ def network_defaults(
         )
     library_target = median_library_size(manager) if normalize_input else None
     return n_layers, n_latent, library_target
+
+
+def default_start(manager: AnnDataManager | None, likelihood: str, mode: str) -> str:
+    """The mixture start that ``init="auto"`` takes after a ``mode`` pretraining.
+
+    A VAE pretraining already shapes the latent as Gaussian blobs, so a Gaussian mixture
+    fits it (``"gmm"``). After an autoencoder pretraining, counts with no condition start
+    from Leiden on the latent's neighbour graph (``"leiden"``), which agreed more across
+    seeds than the UMAP start on real counts; anything else starts from a UMAP of the
+    latent (``"umap"``).
+    """
+    if mode == "vae":
+        return "gmm"
+    plain_counts = (
+        manager is not None and likelihood in COUNT_LIKELIHOODS and not is_conditional(manager)
+    )
+    return "leiden" if plain_counts else "umap"

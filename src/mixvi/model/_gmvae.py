@@ -17,7 +17,7 @@ from mixvi.module._prior import Covariance, check_covariance
 
 from ._base import register_anndata
 from ._clusters import MixtureResultsMixin
-from ._defaults import is_conditional, network_defaults
+from ._defaults import default_start, is_conditional, network_defaults
 from ._mixture_start import Init, check_start, mixture_start
 from ._n_components import ChooseKMixin
 from ._phases import PHASES, PROGRESS, history_lengths, history_since, plan_epochs, timed
@@ -246,10 +246,12 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             pretraining, and none after a ``"gmm"`` start, which is already a Gaussian
             mixture in the latent.
         init
-            How the mixture starts (see :meth:`init_mixture`). ``"auto"`` takes ``"umap"``
-            after an autoencoder pretraining, whose clusters are curved, and ``"gmm"`` after
-            a VAE pretraining. ``None`` keeps the prior as it is, which collapses unless you
-            set it yourself.
+            How the mixture starts (see :meth:`init_mixture`). ``"auto"`` takes ``"gmm"``
+            after a VAE pretraining, whose latent is already Gaussian blobs; after an
+            autoencoder pretraining, whose clusters are curved, ``"leiden"`` on counts with
+            no condition and ``"umap"`` on other data. Pin ``"umap"`` or ``"leiden"`` when
+            the clusters change much from seed to seed. ``None`` keeps the prior as it is,
+            which collapses unless you set it yourself.
         start_kwargs
             Further arguments of :meth:`init_mixture` (``restarts``, ``umap_neighbors``,
             ``umap_cells``, ``seed``, ...).
@@ -272,7 +274,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         mode = self._pretraining_mode(pretraining)
         start_kwargs = dict(start_kwargs or {})
         if init == "auto":
-            init = "gmm" if mode == "vae" else "umap"
+            init = default_start(self.adata_manager, self.module.likelihood, mode)
         if init is not None:
             check_start(
                 init, start_kwargs.get("umap_neighbors", 15), start_kwargs.get("umap_cells")
