@@ -31,6 +31,11 @@ def is_conditional(manager: AnnDataManager) -> bool:
     return manager.summary_stats.n_batch > 1 or REGISTRY_KEYS.CAT_COVS_KEY in manager.data_registry
 
 
+def is_plain_counts(manager: AnnDataManager | None, likelihood: str) -> bool:
+    """Whether registered data are counts with no condition: the data the count defaults fit."""
+    return manager is not None and likelihood in COUNT_LIKELIHOODS and not is_conditional(manager)
+
+
 def network_defaults(
     manager: AnnDataManager | None,
     likelihood: str,
@@ -46,7 +51,7 @@ def network_defaults(
     its effect on log counts is not linear, and linear maps leave it in the latent.
     """
     counts = manager is not None and likelihood in COUNT_LIKELIHOODS
-    plain_counts = counts and not is_conditional(manager)
+    plain_counts = is_plain_counts(manager, likelihood)
     if n_layers is None:
         n_layers = COUNT_LAYERS if plain_counts else LAYERS
     if n_latent is None:
@@ -73,7 +78,4 @@ def default_start(manager: AnnDataManager | None, likelihood: str, mode: str) ->
     """
     if mode == "vae":
         return "gmm"
-    plain_counts = (
-        manager is not None and likelihood in COUNT_LIKELIHOODS and not is_conditional(manager)
-    )
-    return "leiden" if plain_counts else "umap"
+    return "leiden" if is_plain_counts(manager, likelihood) else "umap"
