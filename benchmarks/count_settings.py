@@ -20,9 +20,11 @@ defaults (epochs included), except for the network the table names:
   library size before ``log1p``, as PCA reads the data, where the others read ``log1p`` of
   the raw counts as scVI does; this is the count network (``--networks linear_50
   linear_50_norm --name count_input``).
-- ``start_umap``, ``start_leiden``: the count network with the mixture start pinned to a
-  Gaussian mixture on a UMAP of the pretrained latent, or to Leiden at K on its neighbour
-  graph (``--networks start_umap start_leiden --name count_start``).
+- ``start_umap``, ``start_leiden``, ``start_pca``: the count network with the mixture
+  start pinned to a Gaussian mixture on a UMAP of the pretrained latent, to Leiden at K on
+  its neighbour graph, or to Leiden at K on the neighbour graph of PCA-50 of the encoder's
+  input, the scanpy pipeline's clusters (``--networks start_umap start_leiden start_pca
+  --name count_start``).
 
 For each, the GMVAE's own clusters and Leiden at K on its latent; beside them, the scanpy
 pipeline on the same cells (log-normalised values, PCA-50, then Leiden at K or k-means).
@@ -35,7 +37,7 @@ Usage::
     python benchmarks/count_settings.py --seeds 0 1 2 3 4 --networks linear_50 \
         linear_50_norm --name count_input
     python benchmarks/count_settings.py --seeds 0 1 2 3 4 --networks start_umap \
-        start_leiden --name count_start
+        start_leiden start_pca --name count_start
     python benchmarks/count_settings.py --smoke        # 300 cells, 1 epoch (CI)
 """
 
@@ -66,7 +68,7 @@ NETWORKS = {
     "linear_50_norm": {"n_layers": 0, "n_latent": 50, "normalize_input": True},
 }
 # the count network with each mixture start pinned (``train``: arguments of GMVAE.train)
-for _start in ("umap", "leiden"):
+for _start in ("umap", "leiden", "pca"):
     NETWORKS[f"start_{_start}"] = {**NETWORKS["linear_50_norm"], "train": {"init": _start}}
 METHODS = (
     "pca_leiden",

@@ -516,7 +516,7 @@ def test_the_recorded_commit_marks_changed_source_from_any_directory(tmp_path, m
 def test_start_stability_smoke_and_agreement(tmp_path):
     start_stability = _load("start_stability")
     summary = start_stability.main(["--smoke", "--seeds", "0", "1", "--out", str(tmp_path)])
-    assert set(summary) == {"umap", "leiden"}
+    assert set(summary) == {"umap", "leiden", "pca"}
     assert all(summary[s]["seed_agreement"][2] == 1 for s in summary)  # one pair of seeds
     table = (tmp_path / "start_stability_smoke.md").read_text()
     assert "labels chose nothing" in table and "| leiden |" in table

@@ -361,7 +361,7 @@ def test_anchor_fixes_q_c_to_the_given_responsibilities():
     assert not torch.allclose(free.kl_local["kl_local"], expected)
 
 
-@pytest.mark.parametrize("method", ["gmm", "umap", "leiden", "kmeans"])
+@pytest.mark.parametrize("method", ["gmm", "umap", "leiden", "pca", "kmeans"])
 def test_init_mixture_finds_the_blobs_without_labels(method):
     mixvi.settings.seed = 0
     adata, labels = _blobs(seed=1)
@@ -377,7 +377,7 @@ def test_init_mixture_finds_the_blobs_without_labels(method):
         model.init_mixture("spectral")
     with pytest.raises(ValueError, match="init must be"):
         model.train(max_epochs=1, init="spectral")
-    if method in ("kmeans", "leiden"):  # hard clusters: each cell wholly in one component
+    if method in ("kmeans", "leiden", "pca"):  # hard clusters: each cell wholly in one component
         assert set(np.unique(start)) == {0.0, 1.0}
     if method == "umap":
         wide = model.init_mixture("umap", umap_neighbors=50)
@@ -458,6 +458,52 @@ def test_the_kmeans_start_is_the_moments_of_hard_clusters(covariance):
     gmm.weights_, gmm.means_, gmm.covariances_ = start.weights, start.means, variances
     gmm.precisions_cholesky_ = np.linalg.cholesky(np.linalg.inv(variances))
     assert start.log_likelihood == pytest.approx(gmm.score(z), rel=1e-6)
+
+
+def test_input_pcs_are_the_scanpy_pipelines_pca_of_the_encoder_input():
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    from mixvi.model._mixture_start import input_pcs
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(rng.gamma(2.0, 2.0, (200, 40)) * rng.uniform(0.3, 3, (200, 1)))
+    counts[0] = 0  # an empty cell stays at zero rather than dividing by zero
+    target = float(np.median(counts.sum(1)))
+    expected = ad.AnnData(sp.csr_matrix(counts.astype(np.float32)))
+    sc.pp.normalize_total(expected, target_sum=target)
+    sc.pp.log1p(expected)
+    sc.pp.pca(expected, n_comps=10, random_state=0)
+    for matrix in (sp.csr_matrix(counts), counts):  # sparse, and dense read by blocks
+        pcs = input_pcs(matrix, target, log1p=True, n_comps=10, seed=0)
+        assert pcs.shape == (200, 10) and np.isfinite(pcs).all()
+        # the same components up to each one's sign
+        signs = np.sign((pcs * expected.obsm["X_pca"]).sum(0))
+        np.testing.assert_allclose(pcs * signs, expected.obsm["X_pca"], atol=2e-3)
+    # values that are not counts are taken as they are; components capped by the features
+    scaled = rng.normal(size=(30, 4))
+    assert input_pcs(scaled, n_comps=50).shape == (30, 3)
+
+
+def test_the_pca_start_clusters_the_input_pcs_and_sets_the_prior_in_the_latent():
+    from mixvi.model import mixture_start
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(3), 100)
+    pcs = rng.normal(size=(300, 5)) + 8.0 * np.eye(3, 5)[truth]  # three blobs
+    z = rng.normal(size=(300, 4))  # a latent with no clusters in it
+    start = mixture_start(z, 3, "pca", input_pcs=pcs, seed=0)
+    assert adjusted_rand_score(truth, start.responsibilities.argmax(1)) == 1.0
+    # the prior's moments are those of the clusters in z, not in the pcs
+    for c in range(3):
+        members = start.responsibilities[:, c] == 1
+        np.testing.assert_allclose(start.means[c], z[members].mean(0), atol=1e-6)
+    leiden = mixture_start(z, 3, "leiden", seed=0)  # the same z alone finds no blobs
+    assert adjusted_rand_score(truth, leiden.responsibilities.argmax(1)) < 0.2
+    with pytest.raises(ValueError, match="needs input_pcs"):
+        mixture_start(z, 3, "pca", seed=0)
+    with pytest.raises(ValueError, match="needs input_pcs"):
+        mixture_start(z, 3, "pca", input_pcs=pcs[:10], seed=0)
 
 
 def test_leiden_clusters_keep_a_small_cluster_and_always_return_k():

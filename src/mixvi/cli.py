@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--init",
-        choices=("auto", "umap", "leiden", "gmm", "kmeans"),
+        choices=("auto", "umap", "leiden", "pca", "gmm", "kmeans"),
         default="auto",
         help="gmvae: how the mixture starts (default: auto: gmm after a VAE pretraining; after an "
         "AE pretraining, leiden on counts with no condition and umap otherwise; kmeans: k-means "

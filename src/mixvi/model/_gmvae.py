@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 import torch
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 
 from mixvi._settings import settings
 from mixvi.module import GMVAEModule
@@ -18,7 +19,7 @@ from mixvi.module._prior import Covariance, check_covariance
 from ._base import register_anndata
 from ._clusters import MixtureResultsMixin
 from ._defaults import default_start, is_conditional, network_defaults
-from ._mixture_start import Init, check_start, mixture_start
+from ._mixture_start import Init, check_start, input_pcs, mixture_start
 from ._n_components import ChooseKMixin
 from ._phases import PHASES, PROGRESS, history_lengths, history_since, plan_epochs, timed
 from ._reference import ReferenceMappingMixin
@@ -222,7 +223,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         max_epochs: int | None = None,
         pretrain_epochs: int | None = None,
         anchor_epochs: int | None = None,
-        init: Literal["auto", "umap", "leiden", "gmm", "kmeans"] | None = "auto",
+        init: Literal["auto", "umap", "leiden", "pca", "gmm", "kmeans"] | None = "auto",
         start_kwargs: Mapping | None = None,
         pretraining: Literal["auto", "ae", "vae"] = "auto",
         kl_warmup_epochs: int | None = 0,
@@ -355,14 +356,18 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             ``"umap"``: a Gaussian mixture on a UMAP of the latent means, whose clusters'
             moments in the latent set the prior; suits an autoencoder's curved clusters.
             ``"leiden"``: Leiden clusters of the latent's neighbour graph at the resolution
-            that gives K, as scanpy users cluster; keeps small clusters whole.
+            that gives K, as scanpy users cluster; keeps small clusters whole. ``"pca"``:
+            the same, of the neighbour graph of the principal components of what the
+            encoder reads (50, from depth-normalised ``log1p`` counts), the scanpy
+            pipeline's clusters; the only start that does not change with the
+            pretraining's seed.
             ``"gmm"``: a Gaussian mixture on the latent means, copied into the prior; suits a
             VAE's latent. ``"kmeans"``: k-means on the latent means; fast on large data, but
             equal spheres. See :func:`~mixvi.model.mixture_start`.
         restarts
             Restarts of the Gaussian mixture or of k-means; the best fit is kept.
         umap_neighbors
-            UMAP's (or the ``"leiden"`` graph's) ``n_neighbors``: raise it (e.g. 50) when
+            UMAP's (or the ``"leiden"`` and ``"pca"`` graphs') ``n_neighbors``: raise it (e.g. 50) when
             look-alike subclusters split.
         umap_cells
             Fit the UMAP on at most this many random cells; the others are placed by their
@@ -398,17 +403,27 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             posterior_variance = self.pretraining_ == "vae"
         with timed(self.phase_seconds_, "mixture_start"):
             z, z_var = self.get_latent_representation(return_dist=True)
+            seed = settings.seed if seed is None else seed
+            pcs = None
+            if init == "pca":
+                pcs = input_pcs(
+                    self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY),
+                    self.module.library_target,
+                    log1p=self.module.is_count,
+                    seed=seed,
+                )
             start = mixture_start(
                 z,
                 self.module.n_components,
                 init,
                 restarts,
                 umap_neighbors,
-                settings.seed if seed is None else seed,
+                seed,
                 z_var=z_var if posterior_variance else None,
                 covariance=self.module.covariance,
                 umap_cells=umap_cells,
                 placement_neighbors=placement_neighbors,
+                input_pcs=pcs,
             )
             logger.info("%s start: log-likelihood per cell %.3f", init, start.log_likelihood)
             self.module.prior.set(start.weights, start.means, start.variances)

@@ -15,8 +15,11 @@ from typing import Literal
 
 import numpy as np
 
-Init = Literal["umap", "leiden", "gmm", "kmeans"]
-INITS: tuple[str, ...] = ("umap", "leiden", "gmm", "kmeans")
+Init = Literal["umap", "leiden", "pca", "gmm", "kmeans"]
+INITS: tuple[str, ...] = ("umap", "leiden", "pca", "gmm", "kmeans")
+#: principal components of the model's input that the ``"pca"`` start clusters, as scanpy's
+#: pipeline takes 50
+INPUT_PCS = 50
 
 
 def check_start(
@@ -24,8 +27,10 @@ def check_start(
 ) -> None:
     """Reject a bad start before any training time is spent."""
     if init not in INITS:
-        raise ValueError(f"{name} must be 'umap', 'leiden', 'gmm' or 'kmeans', got {init!r}.")
-    if init in ("umap", "leiden") and umap_neighbors < 2:
+        raise ValueError(
+            f"{name} must be 'umap', 'leiden', 'pca', 'gmm' or 'kmeans', got {init!r}."
+        )
+    if init in ("umap", "leiden", "pca") and umap_neighbors < 2:
         raise ValueError(f"umap_neighbors must be >= 2, got {umap_neighbors}.")
     if umap_cells is None:
         return
@@ -77,6 +82,7 @@ def mixture_start(
     covariance: Literal["diag", "full"] = "diag",
     umap_cells: int | None = None,
     placement_neighbors: int = 15,
+    input_pcs: np.ndarray | None = None,
 ) -> MixtureStart:
     """A Gaussian mixture for the latent means ``z``, found without labels.
 
@@ -98,7 +104,11 @@ def mixture_start(
         of the latent's k-nearest-neighbour graph :cite:p:`Traag2019`, with the resolution
         searched until there are K of them, as scanpy users cluster; each cell wholly in its
         cluster, and the clusters' moments. A graph partition keeps small clusters that a
-        mixture fitted to a UMAP splits or merges by chance of the UMAP's seed.
+        mixture fitted to a UMAP splits or merges by chance of the UMAP's seed. ``"pca"``:
+        the same Leiden clusters, of the neighbour graph of ``input_pcs`` instead, the
+        principal components of what the encoder reads: the scanpy pipeline's clusters,
+        whose moments in the latent set the prior. Unlike the latent, those do not change
+        with the seed of the pretraining.
     restarts
         ``n_init`` of the GaussianMixture or of k-means; the best fit is kept.
     umap_neighbors
@@ -121,6 +131,9 @@ def mixture_start(
     placement_neighbors
         With ``umap_cells``: a cell outside the subsample takes the mean responsibilities
         of this many nearest fitted cells in the latent.
+    input_pcs
+        ``"pca"`` only: the points, one row per cell of ``z``, whose neighbour graph is
+        clustered (see :func:`input_pcs`).
 
     Returns
     -------
@@ -150,8 +163,11 @@ def mixture_start(
             weights, means, variances, resp, _log_likelihood(z, weights, means, variances)
         )
         return _with_posterior_variance(start, z_var)
-    if init == "leiden":
-        labels = leiden_clusters(z, n_components, seed, umap_neighbors)
+    if init in ("leiden", "pca"):
+        if init == "pca" and (input_pcs is None or len(input_pcs) != len(z)):
+            raise ValueError("init='pca' needs input_pcs, one row per row of z.")
+        graph = z if init == "leiden" else input_pcs
+        labels = leiden_clusters(graph, n_components, seed, umap_neighbors)
         resp = np.eye(n_components)[labels]
         weights, means, variances = _moments(z, resp, covariance)
         start = MixtureStart(
@@ -170,6 +186,65 @@ def mixture_start(
     )
     start = MixtureStart(*_moments(z, resp, covariance), resp, gmm.score(embedding), umap_seconds)
     return _with_posterior_variance(start, z_var)
+
+
+def input_pcs(
+    matrix,
+    library_target: float | None = None,
+    log1p: bool = False,
+    n_comps: int = INPUT_PCS,
+    seed: int = 0,
+) -> np.ndarray:
+    """Principal components of a model's input, as scanpy's pipeline computes them.
+
+    Each cell is scaled to ``library_target`` counts (scanpy's ``normalize_total``), then
+    ``log1p`` is taken, as the encoder reads counts; then the first ``n_comps`` principal
+    components (scanpy's ``pca``: centred implicitly, so that sparse data stay sparse).
+
+    Parameters
+    ----------
+    matrix
+        Cells by features: dense, sparse, or backed (read a block of rows at a time).
+    library_target
+        Scale each cell to this library size first (``None``: as it is).
+    log1p
+        Take ``log1p`` (counts); otherwise the values as they are (log or scaled data,
+        images).
+    n_comps
+        Components kept (at most one fewer than the cells or the features).
+    seed
+        Random state of the solver.
+
+    Returns
+    -------
+    The components, shape ``(n_cells, n_comps)``.
+    """
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    from ._validation import row_blocks
+
+    blocks = []
+    for block in row_blocks(matrix):
+        dense = not sp.issparse(block)
+        block = np.asarray(block, np.float32) if dense else sp.csr_matrix(block, dtype=np.float32)
+        if library_target is not None:
+            scale = library_target / np.maximum(np.asarray(block.sum(axis=1)).ravel(), 1.0)
+            block = block * scale[:, None] if dense else sp.diags(scale) @ block
+        if log1p:
+            block = np.log1p(block) if dense else block.log1p()
+        blocks.append(block)
+    values = (
+        np.concatenate(blocks)
+        if all(isinstance(b, np.ndarray) for b in blocks)
+        else (sp.vstack(blocks, format="csr"))
+    )
+    n_comps = int(min(n_comps, values.shape[0] - 1, values.shape[1] - 1))
+    if n_comps < 1:
+        return (
+            values if isinstance(values, np.ndarray) else values.toarray()
+        )  # a single feature (or cell) is its own component
+    return sc.pp.pca(values, n_comps=n_comps, random_state=seed)
 
 
 def _moments(

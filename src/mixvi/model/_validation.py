@@ -36,7 +36,7 @@ def _where(layer: str | None) -> str:
     return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
 
 
-def _row_blocks(matrix) -> Iterable:
+def row_blocks(matrix) -> Iterable:
     """``matrix`` a block of rows at a time: backed (on-disk) matrices are never read whole."""
     if hasattr(matrix, "to_memory") and not hasattr(matrix, "shape"):
         matrix = matrix.to_memory()
@@ -49,13 +49,13 @@ def _chunks(matrix) -> Iterable[np.ndarray]:
     if sp.issparse(matrix):
         yield np.asarray(matrix.data)
         return
-    for block in _row_blocks(matrix):
+    for block in row_blocks(matrix):
         yield np.asarray(block.data) if sp.issparse(block) else np.asarray(block)
 
 
 def row_sums(matrix) -> np.ndarray:
     """Each row's sum (a cell's library size), reading backed matrices a block at a time."""
-    return np.concatenate([np.asarray(block.sum(axis=1)).ravel() for block in _row_blocks(matrix)])
+    return np.concatenate([np.asarray(block.sum(axis=1)).ravel() for block in row_blocks(matrix)])
 
 
 def check_shape(adata: AnnData) -> None:
