@@ -192,7 +192,7 @@ def test_counts_reach_the_encoder_scaled_to_the_median_library(counts_adata, tmp
 @pytest.mark.parametrize(
     ("data", "likelihood", "condition", "start"),
     [
-        ("counts", "nb", False, "leiden"),  # plain counts: the Leiden start
+        ("counts", "nb", False, "pca"),  # plain counts: Leiden on the input's PCA
         ("counts", "nb", True, "gmm"),  # a condition: VAE pretraining, Gaussian blobs
         ("pbmc", "normal", False, "umap"),  # scaled values: the UMAP start
     ],

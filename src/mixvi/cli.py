@@ -120,8 +120,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "umap", "leiden", "pca", "gmm", "kmeans"),
         default="auto",
         help="gmvae: how the mixture starts (default: auto: gmm after a VAE pretraining; after an "
-        "AE pretraining, leiden on counts with no condition and umap otherwise; kmeans: k-means "
-        "on the latent)",
+        "AE pretraining, pca on counts with no condition and umap otherwise; leiden: Leiden on "
+        "the latent; pca: Leiden on PCA-50 of the encoder's input; kmeans: k-means on the "
+        "latent)",
     )
     train.add_argument(
         "--umap-cells",

@@ -249,7 +249,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         init
             How the mixture starts (see :meth:`init_mixture`). ``"auto"`` takes ``"gmm"``
             after a VAE pretraining, whose latent is already Gaussian blobs; after an
-            autoencoder pretraining, whose clusters are curved, ``"leiden"`` on counts with
+            autoencoder pretraining, whose clusters are curved, ``"pca"`` on counts with
             no condition and ``"umap"`` on other data. ``None`` keeps the prior as it is,
             which collapses unless you set it yourself.
         start_kwargs
