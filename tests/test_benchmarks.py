@@ -529,18 +529,32 @@ def test_start_stability_smoke_and_agreement(tmp_path):
 
 
 def test_the_count_start_default_is_the_start_whose_clusters_agree_most_across_seeds():
-    # the committed comparison on real counts chose the default by agreement, not labels
+    # the committed comparisons on real counts chose the default by agreement, not labels:
+    # each later run pits the earlier winner against a new start
     import anndata as ad
 
     import mixvi
     from mixvi.model._defaults import default_start
 
-    saved = json.loads((RESULTS / "start_stability.json").read_text())
-    assert saved["meta"]["smoke"] is False and len(saved["meta"]["seeds"]) == 5
-    assert "uncommitted" not in saved["meta"]["commit"]
-    summary = saved["summary"]
-    most_stable = max(summary, key=lambda start: summary[start]["seed_agreement"][0])
+    winner = None
+    for name in ("start_stability", "start_stability_pca"):
+        saved = json.loads((RESULTS / f"{name}.json").read_text())
+        assert saved["meta"]["smoke"] is False and len(saved["meta"]["seeds"]) == 5
+        assert "uncommitted" not in saved["meta"]["commit"]
+        summary = saved["summary"]
+        assert winner is None or winner in summary  # the earlier winner ran again
+        winner = max(summary, key=lambda start: summary[start]["seed_agreement"][0])
+    # and on the development simulation, no other start clustered better on average
+    dev = json.loads((RESULTS / "count_start.json").read_text())["summary"]
+    starts = {
+        name.removeprefix("start_"): row
+        for name, row in dev.items()
+        if name.startswith("start_") and name.count("_") == 1  # not the "_leiden" rows
+    }
+    assert winner in starts and len(starts) == 3
+    for score in ("ari", "nmi"):
+        assert starts[winner][score][0] >= max(row[score][0] for row in starts.values())
     counts = ad.AnnData(np.random.default_rng(0).poisson(3.0, (40, 8)).astype(np.float32))
     mixvi.model.GMVAE.setup_anndata(counts)
     model = mixvi.model.GMVAE(counts, n_components=2, likelihood="nb")
-    assert default_start(model.adata_manager, "nb", "ae") == most_stable
+    assert default_start(model.adata_manager, "nb", "ae") == winner

@@ -148,3 +148,21 @@ def test_the_gmvae_reads_library_sizes_of_a_backed_h5ad_in_blocks(counts_adata, 
     assert backed.isbacked  # the median library size was read without loading X
     assert targets[0] == pytest.approx(np.median(counts_adata.layers["counts"].sum(axis=1)))
     assert targets[0] == pytest.approx(targets[1])
+
+
+def test_the_pca_start_reads_a_backed_h5ad_as_in_memory(counts_adata, tmp_path):
+    from mixvi.model._mixture_start import input_pcs
+
+    path = _counts_h5ad(counts_adata, tmp_path)
+    backed = ad.read_h5ad(path, backed="r")
+    in_memory = ad.read_h5ad(path)
+    pcs = [input_pcs(data.X, 100.0, log1p=True, n_comps=5) for data in (backed, in_memory)]
+    assert backed.isbacked and pcs[0].shape == (300, 5)
+    np.testing.assert_allclose(np.abs(pcs[0]), np.abs(pcs[1]), atol=1e-4)
+    mixvi.settings.seed = 0
+    mixvi.model.GMVAE.setup_anndata(backed)
+    model = mixvi.model.GMVAE(backed, n_components=3, likelihood="nb")
+    model.pretrain(1, train_size=1.0, loader="anndata", **QUIET)
+    start = model.init_mixture("pca")
+    assert start.shape == (300, 3) and set(np.unique(start)) == {0.0, 1.0}
+    assert backed.isbacked  # the start read X a block of rows at a time; the AnnData stays backed
