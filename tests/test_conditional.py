@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import mixvi
+from mixvi.model._defaults import pretraining_mode
 
 UNEQUAL = [35, 25, 20, 12, 8]
 # every condition multiplies every gene by its own log-normal factor (sd 1 on the log scale)
@@ -48,7 +49,7 @@ def test_a_conditional_gmvae_pretrains_as_a_vae_and_an_unconditional_one_as_an_a
     adata = mixvi.data.simulate_counts(n_cells=200, n_genes=40, n_types=2, seed=0)
     mixvi.model.GMVAE.setup_anndata(adata, layer="counts")
     plain = mixvi.model.GMVAE(adata, n_components=2, likelihood="nb", n_hidden=16)
-    assert plain._pretraining_mode("auto") == "ae"
+    assert pretraining_mode(plain.adata_manager, "auto") == "ae"
     conditional = _conditional_gmvae(adata.copy(), 2, 0, 4, pretrain_epochs=2, anchor_epochs=0)
     assert conditional.pretraining_ == "vae"
     # the VAE pretraining's KL was part of its loss (an AE's would be zero)

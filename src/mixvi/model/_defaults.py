@@ -81,3 +81,16 @@ def default_start(manager: AnnDataManager | None, likelihood: str, mode: str) ->
     if mode == "vae":
         return "gmm"
     return "pca" if is_plain_counts(manager, likelihood) else "umap"
+
+
+def pretraining_mode(manager: AnnDataManager, pretraining: str) -> str:
+    """The pretraining ``"auto"`` takes: a VAE with a condition or covariates, else an AE.
+
+    An autoencoder keeps in its latent what its decoder is also told, so a mixture started
+    there would cluster by condition; a conditional VAE's KL pushes the condition out.
+    """
+    if pretraining not in ("auto", "ae", "vae"):
+        raise ValueError(f"pretraining must be 'auto', 'ae' or 'vae', got {pretraining!r}.")
+    if pretraining != "auto":
+        return pretraining
+    return "vae" if is_conditional(manager) else "ae"

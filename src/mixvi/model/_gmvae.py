@@ -18,7 +18,7 @@ from mixvi.module._prior import Covariance, check_covariance
 
 from ._base import register_anndata
 from ._clusters import MixtureResultsMixin
-from ._defaults import default_start, is_conditional, network_defaults
+from ._defaults import default_start, network_defaults, pretraining_mode
 from ._mixture_start import Init, check_start, input_pcs, mixture_start
 from ._n_components import ChooseKMixin
 from ._phases import PHASES, PROGRESS, history_lengths, history_since, plan_epochs, timed
@@ -271,7 +271,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         """
         from scvi.model._utils import get_max_epochs_heuristic
 
-        mode = self._pretraining_mode(pretraining)
+        mode = pretraining_mode(self.adata_manager, pretraining)
         start_kwargs = dict(start_kwargs or {})
         if init == "auto":
             init = default_start(self.adata_manager, self.module.likelihood, mode)
@@ -330,7 +330,7 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
                 "The mixture has started: pretraining now would move the latent away from it. "
                 "Build a new model to pretrain again."
             )
-        mode = self._pretraining_mode(mode)
+        mode = pretraining_mode(self.adata_manager, mode)
         before = history_lengths(self.history_)
         self._train_phase(
             mode, max_epochs, "pretraining", kl_warmup_epochs=kl_warmup_epochs, **kwargs
@@ -355,19 +355,15 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
         init
             ``"umap"``: a Gaussian mixture on a UMAP of the latent means, whose clusters'
             moments in the latent set the prior; suits an autoencoder's curved clusters.
-            ``"leiden"``: Leiden clusters of the latent's neighbour graph at the resolution
-            that gives K, as scanpy users cluster; keeps small clusters whole. ``"pca"``:
-            the same, of the neighbour graph of the principal components of what the
-            encoder reads (50, from depth-normalised ``log1p`` counts), the scanpy
-            pipeline's clusters; the only start that does not change with the
-            pretraining's seed.
-            ``"gmm"``: a Gaussian mixture on the latent means, copied into the prior; suits a
-            VAE's latent. ``"kmeans"``: k-means on the latent means; fast on large data, but
-            equal spheres. See :func:`~mixvi.model.mixture_start`.
+            ``"leiden"``: Leiden at K on the latent's neighbour graph, as scanpy users
+            cluster. ``"pca"``: Leiden at K on PCA-50 of what the encoder reads (the scanpy
+            pipeline's clusters), which no pretraining seed changes. ``"gmm"``: a Gaussian
+            mixture on the latent means; suits a VAE's latent. ``"kmeans"``: k-means on the
+            latent means; fast, but equal spheres. See :func:`~mixvi.model.mixture_start`.
         restarts
             Restarts of the Gaussian mixture or of k-means; the best fit is kept.
         umap_neighbors
-            UMAP's (or the ``"leiden"`` and ``"pca"`` graphs') ``n_neighbors``: raise it (e.g. 50) when
+            ``n_neighbors`` of the UMAP or of the Leiden graph: raise it (e.g. 50) when
             look-alike subclusters split.
         umap_cells
             Fit the UMAP on at most this many random cells; the others are placed by their
@@ -403,15 +399,11 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             posterior_variance = self.pretraining_ == "vae"
         with timed(self.phase_seconds_, "mixture_start"):
             z, z_var = self.get_latent_representation(return_dist=True)
-            seed = settings.seed if seed is None else seed
+            seed, module = settings.seed if seed is None else seed, self.module
             pcs = None
-            if init == "pca":
-                pcs = input_pcs(
-                    self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY),
-                    self.module.library_target,
-                    log1p=self.module.is_count,
-                    seed=seed,
-                )
+            if init == "pca":  # the encoder's input, as scanpy's pipeline reads it
+                x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+                pcs = input_pcs(x, module.library_target, module.is_count, seed=seed)
             start = mixture_start(
                 z,
                 self.module.n_components,
@@ -499,13 +491,6 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             plan["anchor_log_gamma"] = anchor_log_gamma
         with timed(self.phase_seconds_, timed_as):
             super().train(max_epochs=max_epochs, plan_kwargs=plan, **kwargs)
-
-    def _pretraining_mode(self, pretraining: str) -> str:
-        if pretraining not in ("auto", "ae", "vae"):
-            raise ValueError(f"pretraining must be 'auto', 'ae' or 'vae', got {pretraining!r}.")
-        if pretraining != "auto":
-            return pretraining
-        return "vae" if is_conditional(self.adata_manager) else "ae"
 
     def _warn_small_conditions(self, n_components: int) -> None:
         warn_small_conditions(
