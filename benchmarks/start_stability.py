@@ -6,8 +6,8 @@ to the next (the mean adjusted Rand index over every pair of seeds, on the same 
 beside the ELBO per cell. A start whose clusters change with the seed is a start whose
 result a user cannot trust. The rule, fixed before the run: the count default takes the
 start with the higher agreement across seeds, among the starts that did not lose on the
-development simulation (``count_settings.py``'s ``count_start`` table). ARI and NMI against the labels are printed
-too, to score the result, and chose nothing.
+development simulation (``count_settings.py``'s ``count_start`` table). ARI and NMI
+against the labels are printed too, to score the result, and chose nothing.
 
 Every fit is ``quality.py``'s ``gmvae`` on the dataset (scanpy's preprocessing, 2,000
 highly variable genes, the library's count defaults, epochs included), with only the start

@@ -399,11 +399,11 @@ class GMVAE(ChooseKMixin, MixtureResultsMixin, ReferenceMappingMixin, Variationa
             posterior_variance = self.pretraining_ == "vae"
         with timed(self.phase_seconds_, "mixture_start"):
             z, z_var = self.get_latent_representation(return_dist=True)
-            seed, module = settings.seed if seed is None else seed, self.module
+            seed = settings.seed if seed is None else seed
             pcs = None
             if init == "pca":  # the encoder's input, as scanpy's pipeline reads it
                 x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-                pcs = input_pcs(x, module.library_target, module.is_count, seed=seed)
+                pcs = input_pcs(x, self.module.library_target, self.module.is_count, seed=seed)
             start = mixture_start(
                 z,
                 self.module.n_components,

@@ -27,9 +27,8 @@ def check_start(
 ) -> None:
     """Reject a bad start before any training time is spent."""
     if init not in INITS:
-        raise ValueError(
-            f"{name} must be 'umap', 'leiden', 'pca', 'gmm' or 'kmeans', got {init!r}."
-        )
+        *others, last = map(repr, INITS)
+        raise ValueError(f"{name} must be {', '.join(others)} or {last}, got {init!r}.")
     if init in ("umap", "leiden", "pca") and umap_neighbors < 2:
         raise ValueError(f"umap_neighbors must be >= 2, got {umap_neighbors}.")
     if umap_cells is None:
@@ -112,7 +111,7 @@ def mixture_start(
     restarts
         ``n_init`` of the GaussianMixture or of k-means; the best fit is kept.
     umap_neighbors
-        ``n_neighbors`` of the UMAP, or of the ``"leiden"`` graph. More neighbours weigh the global structure more, which
+        ``n_neighbors`` of the UMAP, or of the ``"leiden"`` and ``"pca"`` graphs. More neighbours weigh the global structure more, which
         merges look-alike subclusters; scanpy's default is 15.
     seed
         Random state of the UMAP, the mixture, k-means and the subsample.
@@ -226,24 +225,18 @@ def input_pcs(
 
     blocks = []
     for block in row_blocks(matrix):
-        dense = not sp.issparse(block)
-        block = np.asarray(block, np.float32) if dense else sp.csr_matrix(block, dtype=np.float32)
-        if library_target is not None:
-            scale = library_target / np.maximum(np.asarray(block.sum(axis=1)).ravel(), 1.0)
-            block = block * scale[:, None] if dense else sp.diags(scale) @ block
+        sparse = sp.issparse(block)
+        block = sp.csr_matrix(block, dtype=np.float32) if sparse else np.asarray(block, np.float32)
+        if library_target is not None:  # a diagonal product keeps a sparse block sparse
+            library = np.asarray(block.sum(axis=1)).ravel()
+            block = sp.diags(library_target / np.maximum(library, 1.0)) @ block
         if log1p:
-            block = np.log1p(block) if dense else block.log1p()
+            block = block.log1p() if sparse else np.log1p(block)
         blocks.append(block)
-    values = (
-        np.concatenate(blocks)
-        if all(isinstance(b, np.ndarray) for b in blocks)
-        else (sp.vstack(blocks, format="csr"))
-    )
+    values = sp.vstack(blocks, format="csr") if sp.issparse(blocks[0]) else np.concatenate(blocks)
     n_comps = int(min(n_comps, values.shape[0] - 1, values.shape[1] - 1))
-    if n_comps < 1:
-        return (
-            values if isinstance(values, np.ndarray) else values.toarray()
-        )  # a single feature (or cell) is its own component
+    if n_comps < 1:  # a single feature (or cell) is its own component
+        return values.toarray() if sp.issparse(values) else values
     return sc.pp.pca(values, n_comps=n_comps, random_state=seed)
 
 
