@@ -120,13 +120,15 @@ def sklearn_silhouettes(embedding: np.ndarray, types: np.ndarray, conditions: np
 
 # GMVAE.train's default, named so that the choice of K pretrains with the model's batches
 GMVAE_BATCH_SIZE = 128
+# every model's epochs (the GMVAE's pretraining, and its choice of K, take half as many more)
+EPOCHS = 120
 
 
 def run_seed(adata, seed: int, smoke: bool, methods: list[str]) -> dict:
     types = adata.obs["cell_type"].astype(str).to_numpy()
     conditions = adata.obs["condition"].astype(str).to_numpy()
     k = len(np.unique(types))
-    epochs = 1 if smoke else 120
+    epochs = 1 if smoke else EPOCHS
     quiet = {"enable_progress_bar": False, "enable_model_summary": False}
     out: dict[str, dict] = {}
 

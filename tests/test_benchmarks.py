@@ -73,6 +73,37 @@ def test_quality_benchmark_smoke(tmp_path):
     assert "time per phase" in table and "| mnist5k | " in table.split("time per phase")[1]
 
 
+def test_phase_table_sets_the_gmvae_with_and_without_its_start_against_the_vae():
+    quality = _load("quality")
+    phases = {
+        "pretraining": 30.0,
+        "mixture_start": 20.0,
+        "umap": 15.0,
+        "anchored": 25.0,
+        "free": 25.0,
+    }
+    summary = {
+        "images": {
+            "gmvae": {"phase_seconds": phases, "seconds": [100.0]},
+            "vae_kmeans": {"seconds": [20.0]},
+        },
+        # count datasets have no vae_kmeans row: the VAE's fit is vae_leiden's
+        "counts": {
+            "gmvae": {"phase_seconds": phases, "seconds": [100.0]},
+            "vae_leiden": {"seconds": [40.0]},
+        },
+        "alone": {"gmvae": {"phase_seconds": phases, "seconds": [100.0]}},
+    }
+    rows = {
+        line.split(" | ")[0][2:]: line
+        for line in quality.phase_lines(summary)
+        if line.startswith("| ")
+    }
+    assert rows["images"].endswith("| 100 | 20 | 5.0 | 4.0 |")
+    assert rows["counts"].endswith("| 100 | 40 | 2.5 | 2.0 |")
+    assert rows["alone"].endswith("| n/a | n/a | n/a |")
+
+
 def test_quality_runs_over_other_seeds_merge_into_the_table_of_one_run(tmp_path):
     import pytest
 
@@ -558,3 +589,45 @@ def test_the_count_start_default_is_the_start_whose_clusters_agree_most_across_s
     mixvi.model.GMVAE.setup_anndata(counts)
     model = mixvi.model.GMVAE(counts, n_components=2, likelihood="nb")
     assert default_start(model.adata_manager, "nb", "ae") == winner
+
+
+def test_k_criteria_benchmark_smoke(tmp_path):
+    k_criteria = _load("k_criteria")
+    argv = ["--smoke", "--datasets", "pbmc", "sim_counts", "--seeds", "0", "--out", str(tmp_path)]
+    summary = k_criteria.main(argv)
+    for name, true_k in (("pbmc", 10), ("sim_counts", 8)):
+        assert summary[name]["true_k"] == true_k and summary[name]["role"] == "development"
+        for criterion in k_criteria.CRITERIA:
+            (k,) = summary[name][criterion]["chosen_k_per_seed"]
+            assert 2 <= k <= 20
+            assert summary[name][criterion]["mean_abs_error"] == abs(k - true_k)
+    table = (tmp_path / "k_criteria_smoke.md").read_text()
+    assert "| sim_counts | development | 8 |" in table and "every development dataset" in table
+
+
+def test_eigengap_finds_the_number_of_disconnected_groups():
+    from scipy.sparse import block_diag, csr_matrix
+
+    k_criteria = _load("k_criteria")
+    rng = np.random.default_rng(0)
+    groups = []
+    for size in (30, 40, 50, 60):  # four dense groups with no edge between them
+        w = rng.random((size, size))
+        groups.append(csr_matrix((w + w.T) / 2))
+    graph = block_diag(groups, format="csr")
+    assert k_criteria.eigengap_k(graph, list(range(2, 10)), seed=0) == 4
+
+
+def test_k_criteria_rule_needs_every_development_seed_within_two():
+    k_criteria = _load("k_criteria")
+    rows = {"true_k": 10, "separation": 9, "eigengap": 13, "leiden": 10, "bic": 12}
+    per_seed = {
+        "mnist5k": {0: rows, 1: {**rows, "leiden": 7}},
+        "pbmc3k": {0: {**rows, "separation": 2}},  # test data: never decides
+    }
+    summary = k_criteria.summarise(per_seed)
+    assert summary["passes_rule"] == ["separation", "bic"]
+    assert summary["mnist5k"]["leiden"]["chosen_k_per_seed"] == [10, 7]
+    assert summary["mnist5k"]["leiden"]["mean_abs_error"] == 1.5
+    assert summary["pbmc3k"]["role"] == "test"
+    assert not summary["pbmc3k"]["separation"]["within_tolerance"]

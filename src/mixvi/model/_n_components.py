@@ -220,8 +220,6 @@ def _compare_n_components(
     >>> table = mixvi.model.GMVAE.compare_n_components(adata, range(2, 16), fit_models=False)
     >>> best_k = int(table.index[table["chosen"]][0])
     """
-    from scvi.model._utils import get_max_epochs_heuristic
-
     from mixvi._settings import isolated_seed
 
     ks = check_candidates(n_components, adata.n_obs)
@@ -231,26 +229,12 @@ def _compare_n_components(
         )
     train_kwargs = dict(train_kwargs or {})
     model_kwargs = dict(model_kwargs or {})
-    if selection_epochs is None:
-        selection_epochs = train_kwargs.get("pretrain_epochs") or max(
-            1, get_max_epochs_heuristic(adata.n_obs) // 3
-        )
-    # the per-K models' trainer settings apply to the selection VAE too, not their phases
-    common: dict[str, Any] = {
-        key: value for key, value in train_kwargs.items() if key not in _PHASE_ARGUMENTS
-    }
-    with isolated_seed(seed):
-        # the criterion was validated on the default network for data other than plain counts
-        # (two hidden layers, a 10-D latent); the linear maps that counts get by default chose
-        # 7 of 8 simulated types (test_n_components), so the selection VAE keeps that network,
-        # and its log1p input, unless the caller names them
-        network = {"n_layers": LAYERS, "n_latent": LATENT, "normalize_input": False}
-        selector = cls(adata, n_components=min(ks), **{**network, **model_kwargs})
-        selector.pretrain(selection_epochs, "vae", **common)
-        table = separation_scores(selector.get_latent_representation(), ks, seed=seed)
-        if not fit_models:
-            return table
-        rows = []
+    mean = selection_latent(cls, adata, min(ks), seed, model_kwargs, train_kwargs, selection_epochs)
+    table = separation_scores(mean, ks, seed=seed)  # seeded by its argument, not globally
+    if not fit_models:
+        return table
+    rows = []
+    with isolated_seed(seed):  # the ELBOs' Monte Carlo draws too leave the user's state alone
         for k in ks:
             with isolated_seed(seed):  # the same split and start for every K
                 model = cls(adata, n_components=k, **model_kwargs)
@@ -266,6 +250,47 @@ def _compare_n_components(
                 }
             )
     return table.join(pd.DataFrame(rows).set_index("n_components"))
+
+
+def selection_latent(
+    cls: type,
+    adata: AnnData,
+    n_components: int,
+    seed: int = 0,
+    model_kwargs: Mapping | None = None,
+    train_kwargs: Mapping | None = None,
+    selection_epochs: int | None = None,
+) -> np.ndarray:
+    """Posterior means of the VAE pretraining that the choice of K reads.
+
+    ``cls`` (the GMVAE) is built with ``n_components`` and ``model_kwargs`` and pretrained
+    as a VAE for ``selection_epochs`` (default: ``train_kwargs["pretrain_epochs"]``, else a
+    third of scvi-tools' heuristic), with the trainer settings of ``train_kwargs`` but not
+    its phases. The global random state is left as it was. Any criterion of K can read
+    this latent, as ``benchmarks/k_criteria.py`` does to compare them.
+    """
+    from scvi.model._utils import get_max_epochs_heuristic
+
+    from mixvi._settings import isolated_seed
+
+    train_kwargs = dict(train_kwargs or {})
+    if selection_epochs is None:
+        selection_epochs = train_kwargs.get("pretrain_epochs") or max(
+            1, get_max_epochs_heuristic(adata.n_obs) // 3
+        )
+    # the per-K models' trainer settings apply to the selection VAE too, not their phases
+    common: dict[str, Any] = {
+        key: value for key, value in train_kwargs.items() if key not in _PHASE_ARGUMENTS
+    }
+    # the criterion was validated on the default network for data other than plain counts
+    # (two hidden layers, a 10-D latent); the linear maps that counts get by default chose
+    # 7 of 8 simulated types (test_n_components), so the selection VAE keeps that network,
+    # and its log1p input, unless the caller names them
+    network = {"n_layers": LAYERS, "n_latent": LATENT, "normalize_input": False}
+    with isolated_seed(seed):
+        selector = cls(adata, n_components=n_components, **{**network, **dict(model_kwargs or {})})
+        selector.pretrain(selection_epochs, "vae", **common)
+        return selector.get_latent_representation()
 
 
 class ChooseKMixin:
