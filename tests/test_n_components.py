@@ -227,3 +227,21 @@ def test_choosing_k_leaves_the_global_random_states_alone(pbmc):
     assert table["chosen"].sum() == 1 and np.isfinite(table["heldout_elbo"]).all()
     _assert_same_states(before, _global_states())
     assert mixvi.settings.seed == seed_before
+
+
+def test_the_choice_of_k_reads_the_same_latent_whatever_the_global_seed_setting(pbmc, monkeypatch):
+    # scvi-tools draws the train/validation split from its own seed setting: while that was
+    # unset, the same seed split the cells differently on every call, and chose from other latents
+    import scvi
+
+    from mixvi.model._n_components import selection_latent
+
+    mixvi.model.GMVAE.setup_anndata(pbmc)
+    small = {"n_hidden": 16, "n_layers": 1}
+    latents = []
+    for global_seed in (None, 123, None):
+        monkeypatch.setattr(scvi.settings, "_seed", global_seed)
+        latents.append(selection_latent(mixvi.model.GMVAE, pbmc, 2, 5, small, QUIET, 2))
+        assert scvi.settings._seed == global_seed  # put back after the block
+    np.testing.assert_array_equal(latents[0], latents[1])
+    np.testing.assert_array_equal(latents[0], latents[2])

@@ -130,10 +130,13 @@ def quiet_lightning() -> Iterator[None]:
 def isolated_seed(seed: int) -> Iterator[None]:
     """Run the block seeded with ``seed``, then put every global random state back.
 
-    Python's, NumPy's and torch's (CPU and CUDA) generators, scvi-tools' and mixvi's seed
-    settings and the environment variables that seeding sets are as they were before the
-    block, so that a library call that trains a throwaway model (choosing K) leaves the
-    user's random stream alone.
+    Inside the block, scvi-tools' and mixvi's seed settings read ``seed`` too: scvi-tools
+    draws the train/validation split from its own setting, not from NumPy's generator, so
+    a block run while it was unset would split the cells differently on every call.
+    Afterwards Python's, NumPy's and torch's (CPU and CUDA) generators, both seed settings
+    and the environment variables that seeding sets are as they were before the block, so
+    that a library call that trains a throwaway model (choosing K) leaves the user's random
+    stream alone.
     """
     import random
 
@@ -150,6 +153,8 @@ def isolated_seed(seed: int) -> Iterator[None]:
         try:
             with quiet_lightning():  # Lightning logs "Seed set to ..." at every seed
                 seed_everything(seed)
+            # the attributes, not the setters, which would seed everything once more
+            scvi.settings._seed, settings._seed = seed, seed
             yield
         finally:
             random.setstate(python_state)
