@@ -6,6 +6,7 @@ No benchmark script imports a sibling that imports it back: each imports this mo
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -26,6 +27,20 @@ K_CANDIDATES = range(2, 21)
 
 
 # -- provenance ---------------------------------------------------------------------------
+def seeded_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The options every seeded benchmark takes: ``--seeds``, ``--smoke``, ``--out``, ``--name``.
+
+    ``doc`` is the script's docstring (its first line describes the parser); ``name`` is the
+    default file stem of its results.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default=name)
+    return parser
+
+
 def command_line(argv: list[str] | None) -> str:
     """How the script was called, to record with its results."""
     args = [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]

@@ -43,15 +43,20 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import scanpy as sc
-from common import RESULTS, command_line, finish, leiden_k, run_meta, summarise_methods
+from common import (
+    command_line,
+    finish,
+    leiden_k,
+    run_meta,
+    seeded_parser,
+    summarise_methods,
+)
 from sklearn.cluster import KMeans
 
 import mixvi
@@ -171,12 +176,8 @@ def table(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser = seeded_parser(__doc__, "count_settings")
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--name", default="count_settings")
     args = parser.parse_args(argv)
     meta = run_meta(command_line(argv), args.seeds, args.smoke)
     t0 = time.perf_counter()

@@ -27,15 +27,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import scanpy as sc
-from common import K_CANDIDATES, RESULTS, command_line, finish, run_meta
+from common import K_CANDIDATES, command_line, finish, run_meta, seeded_parser
 
 import mixvi
 from mixvi.model._mixture_start import umap_embedding
@@ -204,14 +202,10 @@ def table(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser = seeded_parser(__doc__, "k_criteria")
     parser.add_argument(
         "--datasets", nargs="+", default=[*DEVELOPMENT, *TEST], choices=[*DEVELOPMENT, *TEST]
     )
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--name", default="k_criteria")
     args = parser.parse_args(argv)
     meta = run_meta(command_line(argv), args.seeds, args.smoke)
     t0 = time.perf_counter()

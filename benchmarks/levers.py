@@ -31,7 +31,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -44,7 +43,7 @@ from sklearn.cluster import KMeans
 
 sys.path.insert(0, str(Path(__file__).parent))
 import quality
-from common import RESULTS, command_line, finish, run_meta, summarise_methods
+from common import command_line, finish, run_meta, seeded_parser, summarise_methods
 from quality import CONFIGS, HEADLINE, Config
 
 import mixvi
@@ -203,13 +202,9 @@ def table(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = seeded_parser(__doc__, "levers")
     parser.add_argument("--datasets", nargs="+", default=["sim", "pbmc"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--name", default="levers")
     args = parser.parse_args(argv)
     for name in args.datasets:
         if name != "sim" and name not in CONFIGS:

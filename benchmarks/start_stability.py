@@ -27,15 +27,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import quality
-from common import RESULTS, command_line, finish, mean_sd, run_meta
+from common import command_line, finish, mean_sd, run_meta, seeded_parser
 from sklearn.metrics import adjusted_rand_score
 
 import mixvi
@@ -105,13 +103,9 @@ def table(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = seeded_parser(__doc__, "start_stability")
     parser.add_argument("--dataset", default="pbmc3k", choices=["pbmc3k", "kang"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--starts", nargs="+", default=list(STARTS), choices=list(STARTS))
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--name", default="start_stability")
     args = parser.parse_args(argv)
     meta = run_meta(command_line(argv), args.seeds, args.smoke)
     adata = quality.load(args.dataset, args.smoke)
