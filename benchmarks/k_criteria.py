@@ -36,7 +36,7 @@ import scanpy as sc
 from common import K_CANDIDATES, command_line, finish, run_meta, seeded_parser
 
 import mixvi
-from mixvi.model._mixture_start import umap_embedding
+from mixvi.model._mixture_start import neighbour_graph, umap_embedding
 from mixvi.model._n_components import chosen_k, selection_latent, separation_scores
 
 DEVELOPMENT = ("mnist5k", "pbmc", "sim_counts", "conditional")
@@ -75,14 +75,6 @@ def dataset(name: str, seed: int, smoke: bool) -> tuple[ad.AnnData, np.ndarray, 
     return adata, labels, quality.gmvae_kwargs(cfg), cfg.pretrain_epochs
 
 
-def neighbour_graph(z: np.ndarray, seed: int) -> ad.AnnData:
-    """The neighbour graph of ``z`` that a user's ``sc.pp.neighbors`` builds (15 neighbours)."""
-    graph = ad.AnnData(np.zeros((z.shape[0], 0), dtype=np.float32))
-    graph.obsm["z"] = z
-    sc.pp.neighbors(graph, use_rep="z", random_state=seed)
-    return graph
-
-
 def eigengap_k(connectivities, candidates: list[int], seed: int) -> int:
     """The candidate K with the largest gap between the K-th and (K+1)-th smallest eigenvalues.
 
@@ -106,7 +98,7 @@ def choices(z: np.ndarray, candidates: list[int], seed: int) -> dict:
     """Each criterion's K on one latent, and Leiden's count before it is brought into range."""
     from sklearn.mixture import GaussianMixture
 
-    graph = neighbour_graph(z, seed)
+    graph = neighbour_graph(z, 15, seed)  # scanpy's default neighbours
     sc.tl.leiden(
         graph, resolution=1.0, random_state=seed, flavor="igraph", n_iterations=2, directed=False
     )

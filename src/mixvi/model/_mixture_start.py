@@ -346,6 +346,22 @@ def umap_embedding(
     return reducer.fit_transform(z)
 
 
+def neighbour_graph(z: np.ndarray, n_neighbors: int = 15, seed: int = 0):
+    """An AnnData holding scanpy's neighbour graph of ``z`` (neighbours capped below n)."""
+    import anndata as ad
+    import scanpy as sc
+
+    graph = ad.AnnData(np.zeros((z.shape[0], 0), dtype=np.float32))
+    graph.obsm["z"] = np.asarray(z)
+    sc.pp.neighbors(
+        graph,
+        n_neighbors=int(min(n_neighbors, max(2, z.shape[0] - 1))),
+        use_rep="z",
+        random_state=seed,
+    )
+    return graph
+
+
 def leiden_clusters(
     z: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 15, exact: bool = True
 ) -> np.ndarray:
@@ -374,19 +390,11 @@ def leiden_clusters(
     -------
     Labels from 0, shape ``(n,)``: ``0 .. K-1`` with ``exact``.
     """
-    import anndata as ad
     import scanpy as sc
 
     if not 1 <= n_clusters <= z.shape[0]:
         raise ValueError(f"n_clusters must be between 1 and {z.shape[0]}, got {n_clusters}.")
-    graph = ad.AnnData(np.zeros((z.shape[0], 0), dtype=np.float32))
-    graph.obsm["z"] = np.asarray(z)
-    sc.pp.neighbors(
-        graph,
-        n_neighbors=int(min(n_neighbors, max(2, z.shape[0] - 1))),
-        use_rep="z",
-        random_state=seed,
-    )
+    graph = neighbour_graph(z, n_neighbors, seed)
     low, high, best = 0.01, 5.0, None
     for _ in range(12):
         resolution = float(np.sqrt(low * high))
