@@ -159,6 +159,32 @@ def summarise_methods(per_seed: dict, methods: Iterable[str]) -> dict:
     return summary
 
 
+# -- real counts ---------------------------------------------------------------------------
+#: highly variable genes every benchmark on real counts keeps
+N_TOP_GENES = 2_000
+
+
+def count_genes(adata: ad.AnnData, layer: str = "counts", smoke: bool = False) -> ad.AnnData:
+    """What a scanpy user keeps of real counts, in place.
+
+    Genes seen in 3 cells or more, then the :data:`N_TOP_GENES` highly variable ones
+    (seurat_v3, on the counts in ``layer``).
+
+    With ``smoke``, first a random 1,500 cells (or all there are), for the scripts' smoke runs.
+    """
+    import scanpy as sc
+
+    if smoke:
+        rng = np.random.default_rng(0)
+        keep = np.sort(rng.choice(adata.n_obs, min(1_500, adata.n_obs), replace=False))
+        adata._inplace_subset_obs(keep)
+    sc.pp.filter_genes(adata, min_cells=3)
+    sc.pp.highly_variable_genes(
+        adata, n_top_genes=N_TOP_GENES, flavor="seurat_v3", layer=layer, subset=True
+    )
+    return adata
+
+
 # -- shared baselines and the choice of K -------------------------------------------------
 def leiden_k(adata: ad.AnnData, use_rep: str, k: int, seed: int) -> np.ndarray:
     """Leiden clusters with the resolution bisected until there are ``k`` clusters (or closest)."""

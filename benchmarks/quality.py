@@ -51,6 +51,7 @@ from common import (
     RESULTS,
     chosen_k,
     command_line,
+    count_genes,
     leiden_k,
     mean_sd,
     provenance,
@@ -85,7 +86,6 @@ HEADLINE = {
     "kang": "ari",
     "conditional": "ari",
 }
-N_TOP_GENES = 2_000
 
 
 @dataclass
@@ -227,10 +227,7 @@ def scanpy_preprocessing(adata: ad.AnnData, layer: str) -> ad.AnnData:
     Genes seen in fewer than 3 cells dropped, 2,000 highly variable genes (seurat_v3, on
     the counts), then log-normalised values in ``X`` for PCA; the counts stay in ``layer``.
     """
-    sc.pp.filter_genes(adata, min_cells=3)
-    sc.pp.highly_variable_genes(
-        adata, n_top_genes=N_TOP_GENES, flavor="seurat_v3", layer=layer, subset=True
-    )
+    count_genes(adata, layer)
     sc.pp.normalize_total(adata)
     sc.pp.log1p(adata)
     return adata

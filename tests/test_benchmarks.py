@@ -380,11 +380,17 @@ def test_conditional_benchmark_smoke(tmp_path):
         assert 0 <= scores["type_asw"][0] <= 1 and 0 <= scores["condition_asw"][0] <= 1
     table = (tmp_path / "conditional_smoke.md").read_text()
     assert "| gmvae |" in table and "| scvi_leiden |" in table and "simulate_counts" in table
+    assert "| harmony_leiden |" in table  # harmonypy comes with the test extra
     # the table names the integration scorer that ran: scib-metrics with the bench extra
     scorer = conditional.integration_scorer()
     assert f"integration scores of each embedding: {scorer}" in table
     if scorer.startswith("scib"):
         assert "condition ilisi" in table and "graph connectivity" in table
+        assert "scib total" in table
+        for scores in summary.values():
+            bio = np.mean([scores[k][0] for k in conditional.BIO])
+            batch = np.mean([scores[k][0] for k in conditional.BATCH])
+            assert scores["scib_total"][0] == pytest.approx(0.6 * bio + 0.4 * batch)
     # its results go into the quality table as that table's conditional dataset
     quality = _load("quality")
     merged = quality.main(
@@ -395,6 +401,73 @@ def test_conditional_benchmark_smoke(tmp_path):
         assert list(merged["conditional"][method]["ari"]) == scores["type_ari"]
         assert list(merged["conditional"][method]["condition_nmi"]) == scores["condition_nmi"]
     assert "| conditional | gmvae |" in (tmp_path / "q.md").read_text()
+
+
+@pytest.mark.kang
+def test_conditional_benchmark_runs_on_kang(tmp_path):
+    conditional = _load("conditional")
+    methods = ["gmvae", "harmony_leiden", "pca_leiden"]
+    summary = conditional.main(
+        ["--smoke", "--data", "kang", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]
+    )
+    assert set(summary) == set(methods)
+    table = (tmp_path / "conditional_kang_smoke.md").read_text()
+    assert "# Clusters free of the condition (real counts, Kang 2018)" in table
+    assert "kang18: 1500 cells × 2000 seurat_v3 genes" in table and "test data" in table
+
+
+def test_harmony_removes_a_shift_between_conditions():
+    """The Harmony baseline mixes two conditions that PCA alone keeps apart."""
+    conditional = _load("conditional")
+    rng = np.random.default_rng(0)
+    types = np.repeat(np.arange(3), 200)
+    conditions = np.tile(np.array(["a", "b"]), 300)
+    centres = rng.normal(scale=8.0, size=(3, 10))
+    pcs = centres[types] + rng.normal(size=(600, 10)) + 4.0 * (conditions == "b")[:, None]
+    import pandas as pd
+
+    corrected = conditional.harmony(pcs, pd.DataFrame({"condition": conditions}), seed=0)
+    assert corrected.shape == pcs.shape
+
+    def gap(x):  # distance between the conditions' centres within a type, averaged
+        return np.mean(
+            [
+                np.linalg.norm(
+                    x[(types == t) & (conditions == "a")].mean(0)
+                    - x[(types == t) & (conditions == "b")].mean(0)
+                )
+                for t in range(3)
+            ]
+        )
+
+    assert gap(corrected) < 0.3 * gap(pcs), (gap(corrected), gap(pcs))
+
+
+def test_perturbation_benchmark_smoke(tmp_path):
+    perturbation = _load("perturbation")
+    summary = perturbation.main(["--smoke", "--seeds", "0", "--out", str(tmp_path)])
+    missing = perturbation.scgen_missing()
+    assert set(summary) == set(perturbation.METHODS) - ({"scgen"} if missing else set())
+    for method, s in summary.items():
+        assert len(s["types"]) == 2
+        for key in perturbation.SCORES:
+            assert 0 <= s["mean"][key][0] <= 1, (method, key)
+    table = (tmp_path / "perturbation_smoke.md").read_text()
+    assert "| cvae |" in table and "| mean_shift |" in table and "Per held-out type" in table
+    assert ("scgen did not run" in table) == bool(missing)
+    assert "- cvae r2_top100" in table and "n/a (smoke)" in table
+
+
+def test_perturbation_scores_a_perfect_prediction_above_a_wrong_one():
+    perturbation = _load("perturbation")
+    rng = np.random.default_rng(0)
+    real = rng.gamma(2.0, size=200)
+    assert perturbation.r2(real, real) == pytest.approx(1.0)
+    assert perturbation.r2(real + rng.normal(scale=0.1, size=200), real) > 0.9
+    assert perturbation.r2(rng.permutation(real), real) < 0.2
+    counts = rng.poisson(3.0, size=(5, 40)).astype(float)
+    log = perturbation.lognormalise(counts)
+    np.testing.assert_allclose(np.expm1(log).sum(1), perturbation.TARGET_SUM)
 
 
 def test_integration_scores_tell_a_mixed_condition_from_a_separated_one():

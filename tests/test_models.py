@@ -150,6 +150,25 @@ def test_cvae_counterfactual_moves_the_condition_genes(counts_adata):
         model.decode_counterfactual("C")
 
 
+def test_cvae_counterfactual_draws_counts_seeded_and_centred_on_the_mean(counts_adata):
+    model = _cvae(counts_adata)
+    control = np.flatnonzero(counts_adata.obs["condition"] == "A")
+    mean = model.decode_counterfactual("B", indices=control)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    draws = model.decode_counterfactual("B", indices=control, sample=True, seed=7)
+    assert torch.rand(1) == before  # a seeded draw leaves the global generator alone
+    np.testing.assert_array_equal(draws, np.round(draws))
+    assert (draws >= 0).all() and (draws == 0).any() and not (mean == 0).any()
+    again = model.decode_counterfactual("B", indices=control, sample=True, seed=7)
+    np.testing.assert_array_equal(draws, again)
+    other = model.decode_counterfactual("B", indices=control, sample=True, seed=8)
+    assert not np.array_equal(draws, other)
+    # the draws scatter around the mean: per gene, their average over the cells is close
+    np.testing.assert_allclose(draws.mean(0), mean.mean(0), rtol=0.25, atol=0.5)
+
+
 def test_cvae_generates_per_condition(counts_adata):
     model = _cvae(counts_adata)
     a = model.generate(200, condition="A", seed=1)

@@ -465,17 +465,20 @@ class MixviModel(UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None,
         batch_size: int | None,
         condition_code: int | None = None,
+        sample: bool = False,
     ) -> np.ndarray:
-        """Encode observations, then decode their latent (under another condition if given)."""
+        """Encode observations, then decode their latent (under another condition if given).
+
+        The mean of p(x|z), or with ``sample`` one draw from it.
+        """
 
         def decode(inputs: dict, inference: dict) -> torch.Tensor:
             z = inference["qz"].loc if "qz" in inference else inference["z"]
             batch = inputs["batch_index"]
             if condition_code is not None:
                 batch = torch.full_like(batch, condition_code)
-            return self.module.generative(z, inference["library"], batch, inputs["cat_covs"])[
-                "px"
-            ].mean
+            px = self.module.generative(z, inference["library"], batch, inputs["cat_covs"])["px"]
+            return px.sample() if sample else px.mean
 
         return self._map_minibatches(decode, adata, indices, batch_size)
 

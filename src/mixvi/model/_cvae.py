@@ -90,6 +90,8 @@ class CVAE(ReferenceMappingMixin, VAE):
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
+        sample: bool = False,
+        seed: int | None = None,
     ) -> np.ndarray:
         """Decode each cell's latent under another condition.
 
@@ -107,11 +109,24 @@ class CVAE(ReferenceMappingMixin, VAE):
             Cells to use; all by default.
         batch_size
             Minibatch size.
+        sample
+            Return one draw from p(x | z, condition) instead of its mean: counterfactual
+            counts with the sampling noise of observed ones, so that they can be normalised,
+            log-transformed and compared with real cells as those are (a mean has no zeros,
+            and ``log1p`` of a mean is not the mean of ``log1p``).
+        seed
+            Seed of the draws (``sample``); the global random state is left as it was.
+            ``None`` draws from torch's global generator.
 
         Returns
         -------
         Array ``(n_cells, n_vars)`` with the mean of p(x | z, condition): expected counts,
-        expected values, or pixel probabilities.
+        expected values, or pixel probabilities; or with ``sample``, one draw of each.
         """
         code = self._category_code(REGISTRY_KEYS.BATCH_KEY, condition, "condition")
-        return self._decode_observed(adata, indices, batch_size, condition_code=code)
+        if seed is None:
+            return self._decode_observed(adata, indices, batch_size, code, sample)
+        from mixvi._settings import isolated_seed
+
+        with isolated_seed(seed):
+            return self._decode_observed(adata, indices, batch_size, code, sample)
