@@ -149,6 +149,11 @@ def mean_sd(rows: list[dict], keys: Iterable[str]) -> dict:
     } | {"n_seeds": len(rows)}
 
 
+def plus_minus(value: Sequence[float]) -> str:
+    """A ``[mean, sd]`` of :func:`mean_sd` as the tables print it: ``0.123 ± 0.004``."""
+    return f"{value[0]:.3f} ± {value[1]:.3f}"
+
+
 def summarise_methods(per_seed: dict, methods: Iterable[str]) -> dict:
     """Per method with rows: :func:`mean_sd` of the scores its first seed's row has."""
     summary = {}

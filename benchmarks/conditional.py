@@ -75,6 +75,7 @@ from common import (
     command_line,
     count_genes,
     leiden_k,
+    plus_minus,
     run_meta,
     summarise_methods,
 )
@@ -328,7 +329,7 @@ def markdown(summary: dict, meta: dict) -> str:
         "|" + "---|" * (len(columns) + 3),
     ]
     for method, s in summary.items():
-        cells = [f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in columns]
+        cells = [plus_minus(s[k]) for k in columns]
         lines.append(f"| {method} | {' | '.join(cells)} | {s['seconds'][0]:.0f} | {s['n_seeds']} |")
     return "\n".join([*lines, ""])
 

@@ -56,7 +56,15 @@ from scipy.stats import pearsonr
 import mixvi
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import command_line, count_genes, finish, mean_sd, run_meta, seeded_parser
+from common import (
+    command_line,
+    count_genes,
+    finish,
+    mean_sd,
+    plus_minus,
+    run_meta,
+    seeded_parser,
+)
 
 METHODS = ("cvae", "cvae_mean", "scgen", "no_change", "mean_shift")
 #: epochs of every model: the scvi-tools heuristic would give 400 on 13,000 cells, and each
@@ -120,11 +128,11 @@ def held_out_means(adata: ad.AnnData, cell_type: str, seed: int, epochs: int, me
 
     def mean_shift() -> np.ndarray:
         shifts = []
+        stim = (train.obs["condition"] == "stimulated").to_numpy()
         for other in train.obs["cell_type"].unique():
             if other == cell_type:
                 continue
             of = (train.obs["cell_type"] == other).to_numpy()
-            stim = (train.obs["condition"] == "stimulated").to_numpy()
             if (of & stim).any() and (of & ~stim).any():
                 shifts.append(x[of & stim].mean(0) - x[of & ~stim].mean(0))
         return x[control].mean(0) + np.mean(shifts, axis=0)
@@ -241,11 +249,6 @@ def summarise(per_seed: dict, types, methods) -> dict:
     return summary
 
 
-def fmt(value: list[float]) -> str:
-    """``mean ± sd``."""
-    return f"{value[0]:.3f} ± {value[1]:.3f}"
-
-
 def markdown(summary: dict, types) -> str:
     """The average over held-out types, then one row per type and method."""
     lines = [
@@ -258,7 +261,7 @@ def markdown(summary: dict, types) -> str:
     for method, s in summary.items():
         m = s["mean"]
         lines.append(
-            f"| {method} | {fmt(m['r2_all'])} | {fmt(m['r2_top100'])} | "
+            f"| {method} | {plus_minus(m['r2_all'])} | {plus_minus(m['r2_top100'])} | "
             f"{m['seconds'][0]:.0f} | {m['n_seeds']} |"
         )
     lines += [
@@ -271,7 +274,9 @@ def markdown(summary: dict, types) -> str:
     for t in types:
         for method, s in summary.items():
             p = s["types"][t]
-            lines.append(f"| {t} | {method} | {fmt(p['r2_all'])} | {fmt(p['r2_top100'])} |")
+            lines.append(
+                f"| {t} | {method} | {plus_minus(p['r2_all'])} | {plus_minus(p['r2_top100'])} |"
+            )
     return "\n".join(lines)
 
 

@@ -54,6 +54,7 @@ from common import (
     count_genes,
     leiden_k,
     mean_sd,
+    plus_minus,
     provenance,
     run_meta,
     write_results,
@@ -459,9 +460,7 @@ def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
     ]
     for name, methods in summary.items():
         for method, s in methods.items():
-            cells = [
-                f"{s[k][0]:.3f} ± {s[k][1]:.3f}" if k in s else "n/a" for k in ("acc", "nmi", "ari")
-            ]
+            cells = [plus_minus(s[k]) if k in s else "n/a" for k in ("acc", "nmi", "ari")]
             lines.append(
                 f"| {name} | {method} | {' | '.join(cells)} | {s['seconds'][0]:.0f} | {s['n_seeds']} |"
             )
@@ -480,7 +479,7 @@ def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
             "|---|---|---|---|",
         ]
         for name, method, s in conditioned:
-            cells = [f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in ("condition_ari", "condition_nmi")]
+            cells = [plus_minus(s[k]) for k in ("condition_ari", "condition_nmi")]
             lines.append(f"| {name} | {method} | {' | '.join(cells)} |")
     auto = [
         (name, s)
@@ -501,7 +500,7 @@ def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
         for name, s in auto:
             metric = HEADLINE.get(name, "ari")
             at_k = summary[name].get("gmvae", {}).get(metric)
-            cells = [f"{v[0]:.3f} ± {v[1]:.3f}" if v else "n/a" for v in (s.get(metric), at_k)]
+            cells = [plus_minus(v) if v else "n/a" for v in (s.get(metric), at_k)]
             seeds = ", ".join(str(k) for k in s["chosen_k_per_seed"])
             lines.append(
                 f"| {name} | {s['true_k'][0]:.0f} | {seeds} | {metric.upper()} {cells[0]} | "
