@@ -38,11 +38,17 @@ Usage::
 
     python benchmarks/perturbation.py                     # 10 held-out types, 5 seeds
     python benchmarks/perturbation.py --types "CD4 Naive T" "CD14 Mono" --seeds 0
+    python benchmarks/perturbation.py --merge A.json B.json --name perturbation
     python benchmarks/perturbation.py --smoke             # 1,500 cells, 2 types, 1 epoch (CI)
+
+The table is rewritten after every held-out type, marked partial until the run ends, so a
+run stopped midway keeps what it did; ``--merge`` makes one table of several runs' JSON
+(other seeds, or other types, as sessions with a device or a few hours can run them).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -62,8 +68,10 @@ from common import (
     finish,
     mean_sd,
     plus_minus,
+    provenance,
     run_meta,
     seeded_parser,
+    write_results,
 )
 
 METHODS = ("cvae", "cvae_mean", "scgen", "no_change", "mean_shift")
@@ -201,51 +209,51 @@ def scgen_prediction(train: ad.AnnData, cell_type: str, seed: int, epochs: int) 
     return np.asarray(predicted.X).mean(0)
 
 
-def run_seed(adata: ad.AnnData, seed: int, epochs: int, types, methods, degs: dict) -> dict:
-    """Scores of every method on every held-out type, for one seed."""
-    rows: dict = {}
-    for cell_type in types:
-        real = adata[
-            (adata.obs["cell_type"] == cell_type) & (adata.obs["condition"] == "stimulated")
-        ]
-        real_mean = np.asarray(real.X).mean(0)
-        got = held_out_means(adata, cell_type, seed, epochs, methods)
-        rows[cell_type] = {
-            method: {
-                "r2_all": r2(mean, real_mean),
-                "r2_top100": r2(mean[degs[cell_type]], real_mean[degs[cell_type]]),
-                "seconds": got["seconds"][method],
-            }
-            for method, mean in got["means"].items()
+def score_type(adata: ad.AnnData, cell_type: str, seed: int, epochs: int, methods, degs) -> dict:
+    """Every method's scores on one held-out type, for one seed."""
+    real = adata[(adata.obs["cell_type"] == cell_type) & (adata.obs["condition"] == "stimulated")]
+    real_mean = np.asarray(real.X).mean(0)
+    got = held_out_means(adata, cell_type, seed, epochs, methods)
+    rows = {
+        method: {
+            "r2_all": r2(mean, real_mean),
+            "r2_top100": r2(mean[degs[cell_type]], real_mean[degs[cell_type]]),
+            "seconds": got["seconds"][method],
         }
-        print(
-            f"seed {seed} {cell_type}: "
-            + ", ".join(
-                f"{m} {r['r2_all']:.3f}/{r['r2_top100']:.3f}" for m, r in rows[cell_type].items()
-            ),
-            flush=True,
-        )
+        for method, mean in got["means"].items()
+    }
+    print(
+        f"seed {seed} {cell_type}: "
+        + ", ".join(f"{m} {r['r2_all']:.3f}/{r['r2_top100']:.3f}" for m, r in rows.items()),
+        flush=True,
+    )
     return rows
 
 
 def summarise(per_seed: dict, types, methods) -> dict:
-    """Per method: each type's mean ± sd over seeds, and the mean over types (per seed)."""
+    """Per method: each type's mean ± sd over the seeds that ran it, and the mean over types.
+
+    The mean over types is taken per seed, over the seeds that ran every type, then
+    averaged over those seeds; a method no such seed ran has per-type rows only.
+    """
     summary: dict = {}
+    keys = (*SCORES, "seconds")
     for method in methods:
-        seeds = [rows for rows in per_seed.values() if all(method in rows[t] for t in types)]
-        if not seeds:
+        per_type = {}
+        for t in types:
+            rows = [r[t][method] for r in per_seed.values() if method in r.get(t, {})]
+            if rows:
+                per_type[t] = mean_sd(rows, keys)
+        if not per_type:
             continue
-        per_type = {
-            t: mean_sd([rows[t][method] for rows in seeds], (*SCORES, "seconds")) for t in types
-        }
+        complete = [r for r in per_seed.values() if all(method in r.get(t, {}) for t in types)]
         averaged = [
-            {
-                key: float(np.mean([rows[t][method][key] for t in types]))
-                for key in (*SCORES, "seconds")
-            }
-            for rows in seeds
+            {key: float(np.mean([r[t][method][key] for t in types])) for key in keys}
+            for r in complete
         ]
-        summary[method] = {"types": per_type, "mean": mean_sd(averaged, (*SCORES, "seconds"))}
+        summary[method] = {"types": per_type} | (
+            {"mean": mean_sd(averaged, keys)} if averaged else {}
+        )
     return summary
 
 
@@ -259,6 +267,8 @@ def markdown(summary: dict, types) -> str:
         "|---|---|---|---|---|",
     ]
     for method, s in summary.items():
+        if "mean" not in s:
+            continue  # no seed ran every type
         m = s["mean"]
         lines.append(
             f"| {method} | {plus_minus(m['r2_all'])} | {plus_minus(m['r2_top100'])} | "
@@ -273,6 +283,8 @@ def markdown(summary: dict, types) -> str:
     ]
     for t in types:
         for method, s in summary.items():
+            if t not in s["types"]:
+                continue
             p = s["types"][t]
             lines.append(
                 f"| {t} | {method} | {plus_minus(p['r2_all'])} | {plus_minus(p['r2_top100'])} |"
@@ -282,7 +294,7 @@ def markdown(summary: dict, types) -> str:
 
 def target_lines(summary: dict, smoke: bool) -> list[str]:
     """The issue's target: the CVAE at least scGen's R², and above both trivial baselines."""
-    if "cvae" not in summary:
+    if "mean" not in summary.get("cvae", {}):
         return []
     got = summary["cvae"]["mean"]
     lines = []
@@ -291,8 +303,8 @@ def target_lines(summary: dict, smoke: bool) -> list[str]:
         ("no_change", ("r2_top100",)),
         ("mean_shift", ("r2_top100",)),
     ):
-        if other not in summary:
-            lines.append(f"- cvae against {other}: n/a ({other} did not run)")
+        if "mean" not in summary.get(other, {}):
+            lines.append(f"- cvae against {other}: n/a ({other} did not run on every type)")
             continue
         for key in keys:
             theirs = summary[other]["mean"][key][0]
@@ -301,12 +313,93 @@ def target_lines(summary: dict, smoke: bool) -> list[str]:
     return lines
 
 
+def report(per_seed: dict, types, methods, meta: dict, notes, out: Path, name: str) -> dict:
+    """Write the table of the results so far; print it once the run is complete."""
+    done = sum(len(rows) for rows in per_seed.values())
+    planned = meta.get("planned", done)
+    summary = summarise(per_seed, types, methods)
+    notes = [
+        *notes,
+        *([f"- partial: {done} of {planned} (seed, type) runs done"] if done < planned else []),
+    ]
+    table = "\n".join(
+        [markdown(summary, types), "", "Targets:", *target_lines(summary, meta["smoke"])]
+    )
+    payload = {"summary": summary, "per_seed": per_seed}
+    title = "A stimulated response predicted for a held-out cell type (Kang 2018)"
+    if done < planned:
+        # written after every held-out type, so that a run stopped midway keeps what it did
+        stem = out / (name + ("_smoke" if meta["smoke"] else ""))
+        text = "\n".join(
+            [
+                *provenance(title, meta),
+                f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s so far",
+                *notes,
+                "",
+                table,
+                "",
+            ]
+        )
+        write_results(stem, text, {"meta": meta, **payload})
+    else:
+        finish(title, meta, notes, table, out, name, payload)
+    return summary
+
+
+def merge(paths: list[str], out: Path, name: str, command: str) -> dict:
+    """One table from the results of several runs (other seeds, other held-out types).
+
+    No (seed, type, method) may come from two runs. The header names each run's command
+    and commit, and which of its (seed, type) runs were taken.
+    """
+    per_seed: dict = {}
+    metas, sources = [], []
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        taken = []
+        for seed, rows in part["per_seed"].items():
+            for cell_type, methods in rows.items():
+                into = per_seed.setdefault(str(seed), {}).setdefault(cell_type, {})
+                for method, scores in methods.items():
+                    if method in into:
+                        raise ValueError(
+                            f"seed {seed} {cell_type} {method} is in more than one merged run."
+                        )
+                    into[method] = scores
+                taken.append(f"seed {seed} {cell_type}")
+        metas.append(part["meta"])
+        sources.append(
+            f"- from `{Path(path).name}` (commit `{part['meta']['commit']}`): " + ", ".join(taken)
+        )
+    types = sorted({t for rows in per_seed.values() for t in rows})
+    methods = [
+        m for m in METHODS if any(m in r.get(t, {}) for r in per_seed.values() for t in types)
+    ]
+    meta = {
+        "command": " ; ".join(m["command"] for m in metas) + f" ; then {command}",
+        "commit": ", ".join(dict.fromkeys(m["commit"] for m in metas)),
+        "machine": ", ".join(dict.fromkeys(m["machine"] for m in metas)),
+        "seeds": sorted(int(s) for s in per_seed),
+        "smoke": any(m["smoke"] for m in metas),
+        "wall_seconds": sum(m["wall_seconds"] for m in metas),
+        "planned": len(per_seed) * len(types),
+        "merged": metas,
+    }
+    notes = [*metas[0].get("notes", []), *sources]
+    return report(per_seed, types, methods, meta, notes, out, name)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = seeded_parser(__doc__, "perturbation")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--types", nargs="+", help="held-out types (default: every type)")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="results of other runs: one table of them all"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out, args.name, command_line(argv))
     sc.settings.verbosity = 0
     start = time.perf_counter()
     meta = run_meta(command_line(argv), args.seeds, args.smoke)
@@ -322,29 +415,23 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = 1 if args.smoke else args.epochs
     missing = scgen_missing() if "scgen" in args.methods else None
     degs = {t: top_genes(adata, t) for t in types}
-    per_seed = {}
-    for seed in args.seeds:
-        per_seed[seed] = run_seed(adata, seed, epochs, types, args.methods, degs)
-    meta["wall_seconds"] = time.perf_counter() - start
-    summary = summarise(per_seed, types, args.methods)
-    notes = [
-        f"- data: Kang 2018, {adata.n_obs} cells × {adata.n_vars} genes; held-out types: "
-        f"{', '.join(types)}; {epochs} epochs per model, batches of {BATCH_SIZE}",
+    meta["planned"] = len(args.seeds) * len(types)
+    # kept in the JSON, so that a merge of runs can say what the data were
+    meta["notes"] = [
+        f"- data: Kang 2018, {adata.n_obs} cells × {adata.n_vars} genes; {epochs} epochs per "
+        f"model, batches of {BATCH_SIZE}",
         "- test data: no setting here was chosen by these scores",
         *([f"- scgen did not run: {missing}"] if missing else []),
     ]
-    table = "\n".join(
-        [markdown(summary, types), "", "Targets:", *target_lines(summary, args.smoke)]
-    )
-    finish(
-        "A stimulated response predicted for a held-out cell type (Kang 2018)",
-        meta,
-        notes,
-        table,
-        args.out,
-        args.name,
-        {"summary": summary, "per_seed": per_seed},
-    )
+    notes = [*meta["notes"], f"- held-out types: {', '.join(types)}"]
+    per_seed: dict = {}
+    for seed in args.seeds:
+        for cell_type in types:
+            per_seed.setdefault(seed, {})[cell_type] = score_type(
+                adata, cell_type, seed, epochs, args.methods, degs
+            )
+            meta["wall_seconds"] = time.perf_counter() - start
+            summary = report(per_seed, types, args.methods, meta, notes, args.out, args.name)
     return summary
 
 

@@ -456,6 +456,52 @@ def test_perturbation_benchmark_smoke(tmp_path):
     assert "| cvae |" in table and "| mean_shift |" in table and "Per held-out type" in table
     assert ("scgen did not run" in table) == bool(missing)
     assert "- cvae r2_top100" in table and "n/a (smoke)" in table
+    assert "partial" not in table  # written after each type, complete once the run ended
+
+
+def _perturbation_run(path, seed: int, scores: dict, commit: str) -> str:
+    """A perturbation.py JSON of one seed: ``scores`` maps type -> method -> (r2_all, top100)."""
+    per_seed = {
+        str(seed): {
+            t: {m: {"r2_all": a, "r2_top100": b, "seconds": 1.0} for m, (a, b) in rows.items()}
+            for t, rows in scores.items()
+        }
+    }
+    meta = {
+        "command": f"python perturbation.py --seeds {seed}",
+        "commit": commit,
+        "machine": "test",
+        "seeds": [seed],
+        "smoke": False,
+        "wall_seconds": 10.0,
+    }
+    path.write_text(json.dumps({"meta": meta, "per_seed": per_seed}))
+    return str(path)
+
+
+def test_perturbation_merges_runs_of_other_types_and_refuses_a_run_twice(tmp_path):
+    perturbation = _load("perturbation")
+    a = _perturbation_run(
+        tmp_path / "a.json", 0, {"B": {"cvae": (0.9, 0.8), "no_change": (0.5, 0.1)}}, "aaa"
+    )
+    b = _perturbation_run(
+        tmp_path / "b.json", 0, {"T": {"cvae": (0.7, 0.6), "no_change": (0.3, 0.3)}}, "bbb"
+    )
+    summary = perturbation.merge([a, b], tmp_path, "merged", "merge")
+    # seed 0 now ran both types: the mean over types is each score's average
+    assert summary["cvae"]["mean"]["r2_all"][0] == pytest.approx(0.8)
+    assert summary["no_change"]["mean"]["r2_top100"][0] == pytest.approx(0.2)
+    table = (tmp_path / "merged.md").read_text()
+    assert "aaa, bbb" in table and "seed 0 T" in table and "wall time 20 s" in table
+    assert "partial" not in table and "- cvae r2_top100 0.700 vs no_change 0.200: met" in table
+    # a second seed that ran one type: per-type rows for it, the mean from complete seeds only
+    c = _perturbation_run(tmp_path / "c.json", 1, {"B": {"cvae": (0.5, 0.4)}}, "ccc")
+    summary = perturbation.merge([a, b, c], tmp_path, "merged", "merge")
+    assert summary["cvae"]["types"]["B"]["n_seeds"] == 2
+    assert summary["cvae"]["mean"]["n_seeds"] == 1
+    assert "- partial: 3 of 4 (seed, type) runs done" in (tmp_path / "merged.md").read_text()
+    with pytest.raises(ValueError, match="seed 0 B cvae is in more than one"):
+        perturbation.merge([a, b, a], tmp_path, "again", "merge")
 
 
 def test_perturbation_scores_a_perfect_prediction_above_a_wrong_one():
