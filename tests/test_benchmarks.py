@@ -614,6 +614,20 @@ def test_count_settings_benchmark_smoke(tmp_path):
     assert "sim_counts: labels guided a setting" in table and "| linear_leiden |" in table
 
 
+def test_count_settings_scores_an_unregistered_condition(tmp_path):
+    count_settings = _load("count_settings")
+    argv = ["--smoke", "--seeds", "0", "--out", str(tmp_path), "--name", "cond"]
+    summary = count_settings.main([*argv, "--data", "sim_condition", "--networks", "vae_gmm"])
+    assert set(summary) == {*count_settings.BASELINES, "vae_gmm", "vae_gmm_leiden"}
+    assert all(0 <= s["condition_ari"][0] <= 1 for s in summary.values())
+    table = (tmp_path / "cond_smoke.md").read_text()
+    assert "| ARI to condition |" in table and "sim_condition: development data" in table
+    # two conditions in the simulation (left unregistered by run_seed), one in sim_counts
+    adata = count_settings.simulate(0, True, "sim_condition")
+    assert adata.obs["condition"].nunique() == 2
+    assert count_settings.simulate(0, True).obs["condition"].nunique() == 1
+
+
 def test_the_count_default_is_the_network_count_settings_chose():
     count_settings = _load("count_settings")
     from mixvi.model._defaults import COUNT_LATENT, COUNT_LAYERS
