@@ -10,7 +10,7 @@ TUTORIALS = sorted((Path(__file__).parents[1] / "tutorials").glob("*.ipynb"))
 
 
 def test_there_are_tutorials():
-    assert [p.stem[:2] for p in TUTORIALS] == ["01", "02", "03", "04"]
+    assert [p.stem[:2] for p in TUTORIALS] == ["01", "02", "03", "04", "05"]
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
