@@ -109,27 +109,55 @@ def write_results(stem: Path, text: str, payload: dict) -> None:
 
 
 def finish(
-    title: str, meta: dict, notes: Sequence[str], table: str, out: Path, name: str, payload: dict
+    title: str,
+    meta: dict,
+    notes: Sequence[str],
+    table: str,
+    out: Path,
+    name: str,
+    payload: dict,
+    partial: bool = False,
 ) -> str:
     """Print and write a seeded run's table: provenance, seeds and wall time, notes, table.
 
     The files are ``out/name``.md and .json (``name_smoke`` for a smoke run); the JSON holds
-    ``meta`` and ``payload``.
+    ``meta`` and ``payload``. A ``partial`` table, written while the run goes on so that a
+    stopped run keeps what it did, is written but not printed.
     """
+    so_far = " so far" if partial else ""
     text = "\n".join(
         [
             *provenance(title, meta),
-            f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
+            f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s{so_far}",
             *notes,
             "",
             table,
             "",
         ]
     )
-    print(text)
+    if not partial:
+        print(text)
     stem = out / (name + ("_smoke" if meta["smoke"] else ""))
     write_results(stem, text, {"meta": meta, **payload})
     return text
+
+
+def merged_meta(metas: Sequence[dict], command: str, seeds: Iterable[int]) -> dict:
+    """The ``meta`` of one table merged from several runs' results.
+
+    Every run's command, then the merge's own; each commit and machine once; smoke if any
+    run was; the wall time is the runs' added up (the machine time the table cost); the
+    runs' own metas under ``merged``.
+    """
+    return {
+        "command": " ; ".join(m["command"] for m in metas) + f" ; then {command}",
+        "commit": ", ".join(dict.fromkeys(m["commit"] for m in metas)),
+        "machine": ", ".join(dict.fromkeys(m["machine"] for m in metas)),
+        "seeds": sorted({int(s) for s in seeds}),
+        "smoke": any(m["smoke"] for m in metas),
+        "wall_seconds": sum(m["wall_seconds"] for m in metas),
+        "merged": list(metas),
+    }
 
 
 # -- summaries ----------------------------------------------------------------------------
@@ -194,6 +222,29 @@ def count_genes(adata: ad.AnnData, layer: str = "counts", smoke: bool = False) -
 def leiden_k(adata: ad.AnnData, use_rep: str, k: int, seed: int) -> np.ndarray:
     """Leiden clusters with the resolution bisected until there are ``k`` clusters (or closest)."""
     return leiden_clusters(adata.obsm[use_rep], k, seed, exact=False)
+
+
+def scvi_latent(
+    adata: ad.AnnData,
+    seed: int,
+    layer: str | None = "counts",
+    batch_key: str | None = None,
+    **train,
+) -> np.ndarray:
+    """ScVI's latent of the counts in ``layer``, with scvi-tools' defaults (10 latents, NB).
+
+    scVI is registered on a copy, so that its fields stay off the cells the other methods
+    register. ``batch_key`` is scVI's batch; ``train`` goes to ``SCVI.train`` (without
+    ``max_epochs``, scvi-tools' heuristic of the data size), with no progress bar.
+    """
+    import scvi
+
+    scvi.settings.seed = seed
+    adata = adata.copy()
+    scvi.model.SCVI.setup_anndata(adata, layer=layer, batch_key=batch_key)
+    model = scvi.model.SCVI(adata)
+    model.train(**({"enable_progress_bar": False, "enable_model_summary": False} | train))
+    return model.get_latent_representation()
 
 
 def chosen_k(

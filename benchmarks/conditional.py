@@ -77,6 +77,7 @@ from common import (
     leiden_k,
     plus_minus,
     run_meta,
+    scvi_latent,
     summarise_methods,
 )
 
@@ -266,14 +267,10 @@ def run_seed(adata, seed: int, smoke: bool, methods: list[str]) -> dict:
                 score(method, clusters, work.obsm["X_cvae"], embed + time.perf_counter() - t)
 
     if "scvi_leiden" in methods:
-        import scvi
-
         t = time.perf_counter()
-        scvi.settings.seed = seed
-        scvi.model.SCVI.setup_anndata(work, layer="counts", batch_key="condition")
-        model = scvi.model.SCVI(work, n_latent=10)
-        model.train(max_epochs=epochs, **quiet)
-        work.obsm["X_scvi"] = model.get_latent_representation()
+        work.obsm["X_scvi"] = scvi_latent(
+            work, seed, batch_key="condition", max_epochs=epochs, **quiet
+        )
         clusters = leiden_k(work, "X_scvi", k, seed)
         score("scvi_leiden", clusters, work.obsm["X_scvi"], time.perf_counter() - t)
 

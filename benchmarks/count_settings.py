@@ -68,6 +68,7 @@ from common import (
     leiden_k,
     plus_minus,
     run_meta,
+    scvi_latent,
     seeded_parser,
     summarise_methods,
 )
@@ -201,17 +202,8 @@ def run_seed(
 
 def scvi_kmeans(adata: ad.AnnData, k: int, seed: int, smoke: bool, scores) -> dict:
     """k-means at K on scVI's latent (scvi-tools' defaults, epochs included)."""
-    import scvi
-
     t = time.perf_counter()
-    scvi.settings.seed = seed
-    adata = adata.copy()  # scVI's registration stays off the cells the GMVAEs register
-    scvi.model.SCVI.setup_anndata(adata, layer="counts")
-    model = scvi.model.SCVI(adata)
-    model.train(
-        max_epochs=1 if smoke else None, enable_progress_bar=False, enable_model_summary=False
-    )
-    latent = model.get_latent_representation()
+    latent = scvi_latent(adata, seed, max_epochs=1 if smoke else None)
     pred = KMeans(k, n_init=10, random_state=seed).fit_predict(latent)
     return {**scores(pred), "seconds": time.perf_counter() - t}
 

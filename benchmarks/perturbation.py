@@ -67,11 +67,10 @@ from common import (
     count_genes,
     finish,
     mean_sd,
+    merged_meta,
     plus_minus,
-    provenance,
     run_meta,
     seeded_parser,
-    write_results,
 )
 
 METHODS = ("cvae", "cvae_mean", "scgen", "no_change", "mean_shift")
@@ -327,22 +326,8 @@ def report(per_seed: dict, types, methods, meta: dict, notes, out: Path, name: s
     )
     payload = {"summary": summary, "per_seed": per_seed}
     title = "A stimulated response predicted for a held-out cell type (Kang 2018)"
-    if done < planned:
-        # written after every held-out type, so that a run stopped midway keeps what it did
-        stem = out / (name + ("_smoke" if meta["smoke"] else ""))
-        text = "\n".join(
-            [
-                *provenance(title, meta),
-                f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s so far",
-                *notes,
-                "",
-                table,
-                "",
-            ]
-        )
-        write_results(stem, text, {"meta": meta, **payload})
-    else:
-        finish(title, meta, notes, table, out, name, payload)
+    # written after every held-out type, so that a run stopped midway keeps what it did
+    finish(title, meta, notes, table, out, name, payload, partial=done < planned)
     return summary
 
 
@@ -375,16 +360,7 @@ def merge(paths: list[str], out: Path, name: str, command: str) -> dict:
     methods = [
         m for m in METHODS if any(m in r.get(t, {}) for r in per_seed.values() for t in types)
     ]
-    meta = {
-        "command": " ; ".join(m["command"] for m in metas) + f" ; then {command}",
-        "commit": ", ".join(dict.fromkeys(m["commit"] for m in metas)),
-        "machine": ", ".join(dict.fromkeys(m["machine"] for m in metas)),
-        "seeds": sorted(int(s) for s in per_seed),
-        "smoke": any(m["smoke"] for m in metas),
-        "wall_seconds": sum(m["wall_seconds"] for m in metas),
-        "planned": len(per_seed) * len(types),
-        "merged": metas,
-    }
+    meta = merged_meta(metas, command, per_seed) | {"planned": len(per_seed) * len(types)}
     notes = [*metas[0].get("notes", []), *sources]
     return report(per_seed, types, methods, meta, notes, out, name)
 

@@ -54,9 +54,11 @@ from common import (
     count_genes,
     leiden_k,
     mean_sd,
+    merged_meta,
     plus_minus,
     provenance,
     run_meta,
+    scvi_latent,
     write_results,
 )
 from conditional import METHODS as CONDITIONAL_METHODS
@@ -308,14 +310,15 @@ def run_seed(
         cluster_embedding("X_vae", "vae_kmeans", "vae_leiden", time.perf_counter() - t)
 
     if {"scvi_kmeans", "scvi_leiden"} & set(methods):
-        import scvi
-
         t = time.perf_counter()
-        scvi.settings.seed = seed
-        scvi.model.SCVI.setup_anndata(work, layer=cfg.layer)
-        model = scvi.model.SCVI(work)  # scvi-tools' defaults: 10 latents, NB likelihood
-        model.train(max_epochs=1 if smoke else None, batch_size=cfg.batch_size, **quiet)
-        work.obsm["X_scvi"] = model.get_latent_representation()
+        work.obsm["X_scvi"] = scvi_latent(
+            work,
+            seed,
+            cfg.layer,
+            max_epochs=1 if smoke else None,
+            batch_size=cfg.batch_size,
+            **quiet,
+        )
         cluster_embedding("X_scvi", "scvi_kmeans", "scvi_leiden", time.perf_counter() - t)
 
     for method in ("gmvae", "gmvae_auto_k"):
@@ -679,17 +682,8 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
                 "rows": {name: sorted(methods) for name, methods in taken.items()},
             }
         )
-    meta = {
-        "command": " ; ".join(m["command"] for m in metas) + f" ; then {command}",
-        "commit": ", ".join(dict.fromkeys(m["commit"] for m in metas)),
-        "machine": ", ".join(dict.fromkeys(m["machine"] for m in metas)),
-        "seeds": sorted({int(s) for per_seed in results.values() for s in per_seed}),
-        "smoke": any(m["smoke"] for m in metas),
-        # the machine time the table cost: the runs' wall times added up
-        "wall_seconds": sum(m["wall_seconds"] for m in metas),
-        "merged": metas,
-        "sources": sources,
-    }
+    seeds = {s for per_seed in results.values() for s in per_seed}
+    meta = merged_meta(metas, command, seeds) | {"sources": sources}
     return _write(stem, results, meta)
 
 
