@@ -450,6 +450,11 @@ def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
         *[
             f"- from `{src['file']}` (commit `{src['commit']}`): "
             + "; ".join(f"{name}: {', '.join(methods)}" for name, methods in src["rows"].items())
+            + (
+                f" (seeds {', '.join(map(str, src['seeds']))})"
+                if src.get("seeds", meta["seeds"]) != meta["seeds"]
+                else ""
+            )
             for src in meta.get("sources", [])
         ],
         *[
@@ -648,6 +653,7 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
             }
         keep = set(wanted.split(",")) if wanted else None
         taken: dict[str, set] = {}
+        taken_seeds: dict[tuple[str, str], set] = {}  # (dataset, method): the seeds taken
         for name, per_seed in part["per_seed"].items():
             for seed, row in per_seed.items():
                 for method, scores in row.items():
@@ -659,6 +665,12 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
                         )
                     results[name][seed][method] = scores
                     taken.setdefault(name, set()).add(method)
+                    taken_seeds.setdefault((name, method), set()).add(int(seed))
+
+        def seeds_of(rows: dict, taken_seeds=taken_seeds) -> list[int]:
+            # the seeds a run gave rows for: a run's command may name seeds it did not finish
+            return sorted(set().union(*(taken_seeds[n, m] for n, ms in rows.items() for m in ms)))
+
         if "merged" in part["meta"]:
             # a merged table merged again: name the runs it came from, not the table, and
             # only those whose rows were taken
@@ -672,14 +684,21 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
                 rows = {name: methods for name, methods in rows.items() if methods}
                 if rows:
                     metas.append(sub_meta)
-                    sources.append({**source, "rows": rows})
+                    # a source's own seeds where its table kept them: seeds_of would also
+                    # count the seeds other runs gave the same rows
+                    seeds = seeds_of(rows)
+                    if "seeds" in source:
+                        seeds = sorted(set(source["seeds"]) & set(seeds))
+                    sources.append({**source, "rows": rows, "seeds": seeds})
             continue
         metas.append(part["meta"])
+        rows = {name: sorted(methods) for name, methods in taken.items()}
         sources.append(
             {
                 "file": Path(path).name,
                 "commit": part["meta"]["commit"],
-                "rows": {name: sorted(methods) for name, methods in taken.items()},
+                "rows": rows,
+                "seeds": seeds_of(rows),
             }
         )
     seeds = {s for per_seed in results.values() for s in per_seed}

@@ -180,6 +180,14 @@ def test_a_merged_table_merged_again_names_the_runs_and_sums_their_time(tmp_path
     assert saved["meta"]["wall_seconds"] == pytest.approx(sum(walls))
     assert "summed over the 2 runs" in (tmp_path / "abc.md").read_text()
     assert set(saved["per_seed"]["pbmc"]) == {"0", "1"}
+    # each run's own seeds, in the header too: both gave kmeans_pca50, for other seeds
+    assert [src["seeds"] for src in saved["meta"]["sources"]] == [[0], [1]]
+    text = (tmp_path / "abc.md").read_text()
+    assert "kmeans_pca50 (seeds 0)" in text and "kmeans_pca50 (seeds 1)" in text
+    # merged a third time, a run is not credited with the seeds of another run's rows
+    quality.main(["--merge", str(tmp_path / "abc.json"), "--out", str(tmp_path), "--name", "again"])
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert [src["seeds"] for src in again["meta"]["sources"]] == [[0], [1]]
 
 
 def test_speed_benchmark_smoke(tmp_path):
