@@ -142,6 +142,16 @@ def finish(
     return text
 
 
+def partial_lines(done: int, planned: int | None, unit: str) -> list[str]:
+    """The header line of a table written while its run goes on: how many ``unit`` are done.
+
+    Empty once the run is complete (or where nothing was planned, as in a merged table).
+    """
+    if planned is None or done >= planned:
+        return []
+    return [f"- partial: {done} of {planned} {unit} done"]
+
+
 def merged_meta(metas: Sequence[dict], command: str, seeds: Iterable[int]) -> dict:
     """The ``meta`` of one table merged from several runs' results.
 

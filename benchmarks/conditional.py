@@ -19,6 +19,7 @@ Usage::
     python benchmarks/conditional.py                 # 5,000 cells × 1,000 genes, 5 seeds
     python benchmarks/conditional.py --data kang     # 13,576 cells × 2,000 genes, 5 seeds
     python benchmarks/conditional.py --smoke         # 400 cells, 1 epoch (CI)
+    python benchmarks/conditional.py --merge A.json B.json --name conditional_kang
 
 Methods (K = number of cell types, the only thing taken from the labels):
 
@@ -75,10 +76,13 @@ from common import (
     command_line,
     count_genes,
     leiden_k,
+    merged_meta,
+    partial_lines,
     plus_minus,
     run_meta,
     scvi_latent,
     summarise_methods,
+    write_results,
 )
 
 METHODS = (
@@ -306,7 +310,10 @@ def markdown(summary: dict, meta: dict) -> str:
         f"- commit: `{meta['commit']}`",
         f"- machine: {meta['machine']}",
         f"- data: {meta['data']}",
-        f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s",
+        f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s"
+        + (f", summed over the {len(meta['merged'])} runs" if "merged" in meta else ""),
+        *partial_lines(len(meta["seeds"]), meta.get("planned"), "seeds"),
+        *meta.get("source_lines", []),
         f"- integration scores of each embedding: {meta['integration_scorer']}",
         "- ARI / NMI with the type: higher is better; with the condition: 0 is best. The "
         "embedding scores lie in [0, 1], higher is better: type_* and graph_connectivity keep "
@@ -341,12 +348,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--data", choices=DATA, default="simulation")
     parser.add_argument("--name", help="file stem (default: conditional, or conditional_kang)")
+    parser.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="results of other runs: one table of them all"
+    )
     args = parser.parse_args(argv)
     args.name = args.name or ("conditional" if args.data == "simulation" else "conditional_kang")
     command = command_line(argv)
+    if args.merge:
+        summary, text = merge(args.merge, args.out / args.name, command)
+        print(text)
+        return summary
     sc.settings.verbosity = 0
     start = time.perf_counter()
-    meta = run_meta(command, args.seeds, args.smoke)
+    meta = run_meta(command, args.seeds, args.smoke) | {"planned": len(args.seeds)}
     adata = load(args.data, args.smoke)
     meta["integration_scorer"] = integration_scorer()
     meta["dataset"] = args.data
@@ -372,14 +386,61 @@ def main(argv: list[str] | None = None) -> dict:
             flush=True,
         )
         meta["wall_seconds"] = time.perf_counter() - start
-        summary = summarise_methods(per_seed, METHODS)
-        text = markdown(summary, meta)
-        stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".json").write_text(
-            json.dumps({"meta": meta, "summary": summary, "per_seed": per_seed}, indent=1)
-        )
+        # written after every seed, so that a stopped run keeps the seeds it finished
+        meta["seeds"] = list(per_seed)
+        summary, text = write(stem, per_seed, meta)
     print(text)
     return summary
+
+
+def write(stem: Path, per_seed: dict, meta: dict) -> tuple[dict, str]:
+    """Write the table of ``per_seed`` (seed, then method) to ``stem``.md and .json."""
+    summary = summarise_methods(per_seed, METHODS)
+    text = markdown(summary, meta)
+    write_results(stem, text, {"meta": meta, "summary": summary, "per_seed": per_seed})
+    return summary, text
+
+
+#: what the runs merged into one table must share: their rows were measured on the same cells
+SAME_IN_EVERY_RUN = ("dataset", "data", "integration_scorer", "smoke")
+
+
+def merge(paths: list[str], stem: Path, command: str) -> tuple[dict, str]:
+    """One table from the results of several runs of other seeds (or other methods).
+
+    The runs must share the data and the integration scorer; no (seed, method) may come from
+    two runs. The header names each run's file, commit and seeds.
+    """
+    per_seed: dict = {}
+    metas, sources = [], []
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        for key in SAME_IN_EVERY_RUN:
+            if metas and part["meta"].get(key) != metas[0].get(key):
+                raise ValueError(
+                    f"{path} has another {key} than {paths[0]} ({part['meta'].get(key)!r} "
+                    f"against {metas[0].get(key)!r}): its rows do not belong in the same table."
+                )
+        for seed, row in part["per_seed"].items():
+            into = per_seed.setdefault(str(seed), {})
+            for method, scores in row.items():
+                if method in into:
+                    raise ValueError(f"seed {seed} {method} is in more than one merged run.")
+                into[method] = scores
+        metas.append(part["meta"])
+        seeds = ", ".join(str(s) for s in part["per_seed"])
+        sources.append(
+            f"- from `{Path(path).name}` (commit `{part['meta']['commit']}`): seeds {seeds}"
+        )
+    per_seed = dict(sorted(per_seed.items(), key=lambda item: int(item[0])))
+    shared = {key: metas[0].get(key) for key in SAME_IN_EVERY_RUN}
+    missing = [m["harmony_missing"] for m in metas if m.get("harmony_missing")]
+    meta = (
+        merged_meta(metas, command, per_seed)
+        | shared
+        | {"source_lines": sources, "harmony_missing": missing[0] if missing else None}
+    )
+    return write(stem, per_seed, meta)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ from common import (
     finish,
     mean_sd,
     merged_meta,
+    partial_lines,
     plus_minus,
     run_meta,
     seeded_parser,
@@ -319,7 +320,7 @@ def report(per_seed: dict, types, methods, meta: dict, notes, out: Path, name: s
     summary = summarise(per_seed, types, methods)
     notes = [
         *notes,
-        *([f"- partial: {done} of {planned} (seed, type) runs done"] if done < planned else []),
+        *partial_lines(done, planned, "(seed, type) runs"),
     ]
     table = "\n".join(
         [markdown(summary, types), "", "Targets:", *target_lines(summary, meta["smoke"])]

@@ -55,6 +55,7 @@ from common import (
     leiden_k,
     mean_sd,
     merged_meta,
+    partial_lines,
     plus_minus,
     provenance,
     run_meta,
@@ -447,6 +448,7 @@ def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
         *provenance("Clustering quality", meta),
         f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s"
         + (f", summed over the {len(meta['merged'])} runs" if "merged" in meta else ""),
+        *partial_lines(meta.get("done", 0), meta.get("planned"), "(dataset, seed) runs"),
         *[
             f"- from `{src['file']}` (commit `{src['commit']}`): "
             + "; ".join(f"{name}: {', '.join(methods)}" for name, methods in src["rows"].items())
@@ -595,6 +597,7 @@ def main(argv: list[str] | None = None) -> dict:
     sc.settings.verbosity = 0
     start = time.perf_counter()
     meta = run_meta(command, args.seeds, args.smoke)
+    meta["planned"] = len(args.datasets) * len(args.seeds)
     results: dict = {}
     stem = f"{args.name}_smoke" if args.smoke else args.name
     args.out.mkdir(parents=True, exist_ok=True)
@@ -623,7 +626,10 @@ def main(argv: list[str] | None = None) -> dict:
                 flush=True,
             )
             meta["wall_seconds"] = time.perf_counter() - start
-            _write(args.out / stem, results, meta)  # partial results survive an interrupted run
+            # partial results survive an interrupted run; its header says what it holds
+            meta["seeds"] = sorted({s for per_seed in results.values() for s in per_seed})
+            meta["done"] = sum(len(per_seed) for per_seed in results.values())
+            _write(args.out / stem, results, meta)
     summary, text = _write(args.out / stem, results, meta)
     print(text)
     return summary
@@ -671,8 +677,8 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
             # the seeds a run gave rows for: a run's command may name seeds it did not finish
             return sorted(set().union(*(taken_seeds[n, m] for n, ms in rows.items() for m in ms)))
 
-        if "merged" in part["meta"]:
-            # a merged table merged again: name the runs it came from, not the table, and
+        if "sources" in part["meta"]:
+            # a merged table merged again (conditional.py's merged tables are taken whole): name the runs it came from, not the table, and
             # only those whose rows were taken
             for sub_meta, source in zip(
                 part["meta"]["merged"], part["meta"]["sources"], strict=True

@@ -122,6 +122,11 @@ def test_quality_runs_over_other_seeds_merge_into_the_table_of_one_run(tmp_path)
     assert "--name a" in saved["meta"]["command"] and "--name b" in saved["meta"]["command"]
     with pytest.raises(ValueError, match="seed 0 kmeans_pca50 is in more than one"):
         quality.main(["--merge", parts[0], parts[0], "--out", str(tmp_path), "--name", "twice"])
+    # a finished run's table is not marked partial; one written while the run goes on is
+    first = json.loads((tmp_path / "a_smoke.json").read_text())
+    assert first["meta"]["seeds"] == [0] and "partial" not in (tmp_path / "a_smoke.md").read_text()
+    text = quality.markdown(merged, first["meta"] | {"done": 1, "planned": 2}, [])
+    assert "- partial: 1 of 2 (dataset, seed) runs done" in text
 
 
 def test_quality_merge_takes_named_methods_from_each_run_and_says_where_they_came_from(tmp_path):
@@ -409,6 +414,42 @@ def test_conditional_benchmark_smoke(tmp_path):
         assert list(merged["conditional"][method]["ari"]) == scores["type_ari"]
         assert list(merged["conditional"][method]["condition_nmi"]) == scores["condition_nmi"]
     assert "| conditional | gmvae |" in (tmp_path / "q.md").read_text()
+
+
+def test_conditional_runs_of_other_seeds_merge_into_one_table(tmp_path):
+    conditional = _load("conditional")
+    methods = ["pca_leiden", "cvae_kmeans"]
+    common = ["--smoke", "--methods", *methods, "--out", str(tmp_path)]
+    conditional.main([*common, "--seeds", "0", "--name", "a"])
+    conditional.main([*common, "--seeds", "1", "--name", "b"])
+    a, b = str(tmp_path / "a_smoke.json"), str(tmp_path / "b_smoke.json")
+    assert "partial" not in (tmp_path / "a_smoke.md").read_text()
+    merged = conditional.main(["--merge", a, b, "--out", str(tmp_path), "--name", "ab"])
+    assert set(merged) == set(methods) and all(s["n_seeds"] == 2 for s in merged.values())
+    runs = [json.loads(Path(p).read_text()) for p in (a, b)]
+    pca = [
+        run["per_seed"][seed]["pca_leiden"]["type_ari"]
+        for run, seed in zip(runs, "01", strict=True)
+    ]
+    assert merged["pca_leiden"]["type_ari"][0] == pytest.approx(np.mean(pca))
+    text = (tmp_path / "ab.md").read_text()
+    assert "from `a_smoke.json`" in text and "seeds 1" in text and "summed over the 2 runs" in text
+    saved = json.loads((tmp_path / "ab.json").read_text())["meta"]
+    assert saved["seeds"] == [0, 1] and saved["wall_seconds"] == pytest.approx(
+        sum(run["meta"]["wall_seconds"] for run in runs)
+    )
+    with pytest.raises(ValueError, match="seed 0 (pca_leiden|cvae_kmeans) is in more than one"):
+        conditional.main(["--merge", a, a, "--out", str(tmp_path), "--name", "twice"])
+    # rows measured on other cells do not go into the same table
+    other = runs[1] | {"meta": runs[1]["meta"] | {"data": "kang18: other cells"}}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="another data"):
+        conditional.main(
+            ["--merge", a, str(tmp_path / "other.json"), "--out", str(tmp_path), "--name", "x"]
+        )
+    # a table written while its run goes on says how far the run got
+    partial = conditional.markdown(merged, saved | {"seeds": [0], "planned": 5})
+    assert "- partial: 1 of 5 seeds done" in partial
 
 
 @pytest.mark.kang
