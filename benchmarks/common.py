@@ -124,11 +124,10 @@ def finish(
     ``meta`` and ``payload``. A ``partial`` table, written while the run goes on so that a
     stopped run keeps what it did, is written but not printed.
     """
-    so_far = " so far" if partial else ""
     text = "\n".join(
         [
             *provenance(title, meta),
-            f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s{so_far}",
+            seeds_line(meta, partial),
             *notes,
             "",
             table,
@@ -140,6 +139,23 @@ def finish(
     stem = out / (name + ("_smoke" if meta["smoke"] else ""))
     write_results(stem, text, {"meta": meta, **payload})
     return text
+
+
+def seeds_line(meta: dict, partial: bool = False) -> str:
+    """The header line naming a table's seeds and the machine time it cost.
+
+    A merged table's time is its runs' added up (see :func:`merged_meta`), and says so; a
+    table written while its run goes on gives the time so far.
+    """
+    runs = len(meta.get("merged", ()))
+    summed = f", summed over the {runs} runs" if runs > 1 else ""
+    so_far = " so far" if partial else ""
+    return f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s{summed}{so_far}"
+
+
+def seeds_named(seeds: Sequence[int]) -> str:
+    """``seed 2`` or ``seeds 0, 1``: the seeds one merged run gave rows for."""
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
 
 
 def partial_lines(done: int, planned: int | None, unit: str) -> list[str]:
@@ -168,6 +184,27 @@ def merged_meta(metas: Sequence[dict], command: str, seeds: Iterable[int]) -> di
         "wall_seconds": sum(m["wall_seconds"] for m in metas),
         "merged": list(metas),
     }
+
+
+def take_rows(into: dict, rows: dict, label: str, keys: tuple = ()) -> list[tuple]:
+    """Copy the scores of one merged run, nested as ``label`` names them, into ``into``.
+
+    ``label`` formats a row's keys, e.g. ``"seed {0} {1}"`` for (seed, method); ``keys`` are
+    those already chosen above ``rows``. Runs merged into one table were measured apart, and
+    a row given by two of them would be averaged as two seeds, so it is refused. Returns the
+    keys of the rows taken.
+    """
+    depth = label.count("{") - len(keys)
+    taken = []
+    for key, value in rows.items():
+        if depth > 1:
+            taken += take_rows(into.setdefault(key, {}), value, label, (*keys, key))
+            continue
+        if key in into:
+            raise ValueError(f"{label.format(*keys, key)} is in more than one merged run.")
+        into[key] = value
+        taken.append((*keys, key))
+    return taken
 
 
 # -- summaries ----------------------------------------------------------------------------

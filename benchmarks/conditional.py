@@ -79,9 +79,13 @@ from common import (
     merged_meta,
     partial_lines,
     plus_minus,
+    provenance,
     run_meta,
     scvi_latent,
+    seeds_line,
+    seeds_named,
     summarise_methods,
+    take_rows,
     write_results,
 )
 
@@ -304,14 +308,8 @@ def markdown(summary: dict, meta: dict) -> str:
     columns = (*CLUSTER_SCORES, *embedding)
     title = "real counts, Kang 2018" if meta.get("dataset") == "kang" else "simulated counts"
     lines = [
-        f"# Clusters free of the condition ({title})",
-        "",
-        f"- command: `{meta['command']}`",
-        f"- commit: `{meta['commit']}`",
-        f"- machine: {meta['machine']}",
-        f"- data: {meta['data']}",
-        f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s"
-        + (f", summed over the {len(meta['merged'])} runs" if "merged" in meta else ""),
+        *provenance(f"Clusters free of the condition ({title})", meta, [f"- data: {meta['data']}"]),
+        seeds_line(meta),
         *partial_lines(len(meta["seeds"]), meta.get("planned"), "seeds"),
         *meta.get("source_lines", []),
         f"- integration scores of each embedding: {meta['integration_scorer']}",
@@ -421,17 +419,10 @@ def merge(paths: list[str], stem: Path, command: str) -> tuple[dict, str]:
                     f"{path} has another {key} than {paths[0]} ({part['meta'].get(key)!r} "
                     f"against {metas[0].get(key)!r}): its rows do not belong in the same table."
                 )
-        for seed, row in part["per_seed"].items():
-            into = per_seed.setdefault(str(seed), {})
-            for method, scores in row.items():
-                if method in into:
-                    raise ValueError(f"seed {seed} {method} is in more than one merged run.")
-                into[method] = scores
+        take_rows(per_seed, part["per_seed"], "seed {0} {1}")
         metas.append(part["meta"])
-        seeds = ", ".join(str(s) for s in part["per_seed"])
-        sources.append(
-            f"- from `{Path(path).name}` (commit `{part['meta']['commit']}`): seeds {seeds}"
-        )
+        seeds = seeds_named([int(s) for s in part["per_seed"]])
+        sources.append(f"- from `{Path(path).name}` (commit `{part['meta']['commit']}`): {seeds}")
     per_seed = dict(sorted(per_seed.items(), key=lambda item: int(item[0])))
     shared = {key: metas[0].get(key) for key in SAME_IN_EVERY_RUN}
     missing = [m["harmony_missing"] for m in metas if m.get("harmony_missing")]

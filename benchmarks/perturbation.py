@@ -72,6 +72,7 @@ from common import (
     plus_minus,
     run_meta,
     seeded_parser,
+    take_rows,
 )
 
 METHODS = ("cvae", "cvae_mean", "scgen", "no_change", "mean_shift")
@@ -342,17 +343,10 @@ def merge(paths: list[str], out: Path, name: str, command: str) -> dict:
     metas, sources = [], []
     for path in paths:
         part = json.loads(Path(path).read_text())
-        taken = []
-        for seed, rows in part["per_seed"].items():
-            for cell_type, methods in rows.items():
-                into = per_seed.setdefault(str(seed), {}).setdefault(cell_type, {})
-                for method, scores in methods.items():
-                    if method in into:
-                        raise ValueError(
-                            f"seed {seed} {cell_type} {method} is in more than one merged run."
-                        )
-                    into[method] = scores
-                taken.append(f"seed {seed} {cell_type}")
+        rows = take_rows(per_seed, part["per_seed"], "seed {0} {1} {2}")
+        taken = [
+            f"seed {seed} {cell_type}" for seed, cell_type in dict.fromkeys(r[:2] for r in rows)
+        ]
         metas.append(part["meta"])
         sources.append(
             f"- from `{Path(path).name}` (commit `{part['meta']['commit']}`): " + ", ".join(taken)

@@ -60,6 +60,9 @@ from common import (
     provenance,
     run_meta,
     scvi_latent,
+    seeds_line,
+    seeds_named,
+    take_rows,
     write_results,
 )
 from conditional import METHODS as CONDITIONAL_METHODS
@@ -446,14 +449,13 @@ def _label_guided(name: str) -> str:
 def markdown(summary: dict, meta: dict, target_lines: list[str]) -> str:
     lines = [
         *provenance("Clustering quality", meta),
-        f"- seeds: {meta['seeds']}; wall time {meta['wall_seconds']:.0f} s"
-        + (f", summed over the {len(meta['merged'])} runs" if "merged" in meta else ""),
+        seeds_line(meta),
         *partial_lines(meta.get("done", 0), meta.get("planned"), "(dataset, seed) runs"),
         *[
             f"- from `{src['file']}` (commit `{src['commit']}`): "
             + "; ".join(f"{name}: {', '.join(methods)}" for name, methods in src["rows"].items())
             + (
-                f" (seeds {', '.join(map(str, src['seeds']))})"
+                f" ({seeds_named(src['seeds'])})"
                 if src.get("seeds", meta["seeds"]) != meta["seeds"]
                 else ""
             )
@@ -661,17 +663,17 @@ def merge(specs: list[str], stem: Path, command: str) -> tuple[dict, str]:
         taken: dict[str, set] = {}
         taken_seeds: dict[tuple[str, str], set] = {}  # (dataset, method): the seeds taken
         for name, per_seed in part["per_seed"].items():
-            for seed, row in per_seed.items():
-                for method, scores in row.items():
-                    if keep is not None and not {method, f"{name}/{method}"} & keep:
-                        continue
-                    if method in results.setdefault(name, {}).setdefault(seed, {}):
-                        raise ValueError(
-                            f"{name} seed {seed} {method} is in more than one of the merged runs."
-                        )
-                    results[name][seed][method] = scores
-                    taken.setdefault(name, set()).add(method)
-                    taken_seeds.setdefault((name, method), set()).add(int(seed))
+            wanted_rows = {
+                seed: {
+                    method: scores
+                    for method, scores in row.items()
+                    if keep is None or {method, f"{name}/{method}"} & keep
+                }
+                for seed, row in per_seed.items()
+            }
+            for _, seed, method in take_rows(results, {name: wanted_rows}, "{0} seed {1} {2}"):
+                taken.setdefault(name, set()).add(method)
+                taken_seeds.setdefault((name, method), set()).add(int(seed))
 
         def seeds_of(rows: dict, taken_seeds=taken_seeds) -> list[int]:
             # the seeds a run gave rows for: a run's command may name seeds it did not finish

@@ -188,7 +188,7 @@ def test_a_merged_table_merged_again_names_the_runs_and_sums_their_time(tmp_path
     # each run's own seeds, in the header too: both gave kmeans_pca50, for other seeds
     assert [src["seeds"] for src in saved["meta"]["sources"]] == [[0], [1]]
     text = (tmp_path / "abc.md").read_text()
-    assert "kmeans_pca50 (seeds 0)" in text and "kmeans_pca50 (seeds 1)" in text
+    assert "kmeans_pca50 (seed 0)" in text and "kmeans_pca50 (seed 1)" in text
     # merged a third time, a run is not credited with the seeds of another run's rows
     quality.main(["--merge", str(tmp_path / "abc.json"), "--out", str(tmp_path), "--name", "again"])
     again = json.loads((tmp_path / "again.json").read_text())
@@ -433,7 +433,9 @@ def test_conditional_runs_of_other_seeds_merge_into_one_table(tmp_path):
     ]
     assert merged["pca_leiden"]["type_ari"][0] == pytest.approx(np.mean(pca))
     text = (tmp_path / "ab.md").read_text()
-    assert "from `a_smoke.json`" in text and "seeds 1" in text and "summed over the 2 runs" in text
+    assert (
+        "from `a_smoke.json`" in text and "): seed 1" in text and "summed over the 2 runs" in text
+    )
     saved = json.loads((tmp_path / "ab.json").read_text())["meta"]
     assert saved["seeds"] == [0, 1] and saved["wall_seconds"] == pytest.approx(
         sum(run["meta"]["wall_seconds"] for run in runs)
